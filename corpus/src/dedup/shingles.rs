@@ -1,0 +1,137 @@
+//! Text normalization for exact keys, and word n-gram shingles for MinHash.
+
+use crate::hashing::{hash_bytes, mix};
+
+/// xxh3-128 of the text lowercased with whitespace runs collapsed and ends trimmed, so copies
+/// that differ only in case or spacing share a key.
+pub fn exact_key(text: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = [0u8; 4];
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            hasher.update(b" ");
+        }
+        if word.is_ascii() {
+            // Lowercase in small stack chunks to avoid allocating per word.
+            let mut chunk = [0u8; 64];
+            for part in word.as_bytes().chunks(64) {
+                let lower = &mut chunk[..part.len()];
+                lower.copy_from_slice(part);
+                lower.make_ascii_lowercase();
+                hasher.update(lower);
+            }
+        } else {
+            for c in word.chars().flat_map(char::to_lowercase) {
+                hasher.update(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    hasher.digest128()
+}
+
+/// Hashes of the normalized words of `text`: maximal runs of letters and digits, lowercased,
+/// with every digit mapped to `0` (as datatrove's `simplify_text`), so punctuation, spacing and
+/// numbers do not separate near-duplicates.
+pub fn word_hashes(text: &str, out: &mut Vec<u64>) {
+    out.clear();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut Vec<u64>| {
+        if !word.is_empty() {
+            out.push(hash_bytes(word.as_bytes()));
+            word.clear();
+        }
+    };
+    if text.is_ascii() {
+        for &b in text.as_bytes() {
+            match b {
+                b'a'..=b'z' => word.push(b as char),
+                b'A'..=b'Z' => word.push((b + 32) as char),
+                b'0'..=b'9' => word.push('0'),
+                _ => flush(&mut word, out),
+            }
+        }
+    } else {
+        for c in text.chars() {
+            if c.is_numeric() {
+                word.push('0');
+            } else if c.is_alphanumeric() {
+                word.extend(c.to_lowercase());
+            } else {
+                flush(&mut word, out);
+            }
+        }
+    }
+    flush(&mut word, out);
+}
+
+/// The n-gram shingle hashes of a word sequence, in order (with repeats). A text shorter than
+/// `n` words is one shingle of all its words; an empty text has none.
+pub fn shingles(words: &[u64], n: usize, out: &mut Vec<u64>) {
+    out.clear();
+    if words.is_empty() {
+        return;
+    }
+    let n = n.min(words.len());
+    out.extend(words.windows(n).map(|w| w.iter().fold(n as u64, |acc, &h| mix(acc, h))));
+}
+
+/// Sorted, deduplicated shingle set of `text`, for exact Jaccard.
+pub fn shingle_set(text: &str, n: usize) -> Vec<u64> {
+    let mut words = Vec::new();
+    let mut set = Vec::new();
+    word_hashes(text, &mut words);
+    shingles(&words, n, &mut set);
+    set.sort_unstable();
+    set.dedup();
+    set
+}
+
+/// Exact Jaccard similarity of two sorted, deduplicated sets.
+pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                common += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    common as f64 / (a.len() + b.len() - common) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_key_ignores_case_and_spacing_only() {
+        assert_eq!(exact_key("Hello   World\n"), exact_key("hello world"));
+        assert_ne!(exact_key("hello world"), exact_key("hello, world"));
+        assert_eq!(exact_key("Ünïcode  TEXT"), exact_key("ünïcode text"));
+    }
+
+    #[test]
+    fn normalization_merges_punctuation_and_numbers() {
+        assert_eq!(shingle_set("The year 1999, was GOOD!", 2), shingle_set("the year 2024 was good", 2));
+    }
+
+    #[test]
+    fn jaccard_of_known_sets() {
+        assert_eq!(jaccard(&[1, 2, 3], &[2, 3, 4]), 0.5);
+        assert_eq!(jaccard(&[1], &[1]), 1.0);
+        assert_eq!(jaccard(&[1], &[2]), 0.0);
+    }
+
+    #[test]
+    fn short_texts_get_one_shingle() {
+        assert_eq!(shingle_set("two words", 5).len(), 1);
+        assert!(shingle_set("  ...  ", 5).is_empty());
+    }
+}

@@ -1,0 +1,454 @@
+//! A corpus run: ingest → profile → filter → dedup → kept documents, profile, summary,
+//! accounting and rejects in the output directory.
+//!
+//! Text is never held for the whole corpus. Pass 1 streams every file once and keeps a compact
+//! [`DocRecord`] plus dedup keys per document; pass 2 (only with verification) re-reads the
+//! documents that landed in an LSH bucket to get their shingle sets; pass 3 streams again to
+//! write the kept documents. Memory is bounded by the index, not the corpus.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::accounting::{Accounting, SourceCounts};
+use crate::atomic::{self, AtomicFile};
+use crate::config::{DedupConfig, FilterConfig, FilterMode, PipelineConfig, Stages};
+use crate::dedup::{self, DedupReport, Engine, Entry, LshParams, MinHasher, Verdict, shingles};
+use crate::error::{Error, IoContext, Result};
+use crate::filters;
+use crate::ids::DocId;
+use crate::ingest::{self, Document, InputFile, Item};
+use crate::kept::KeptWriter;
+use crate::profile::{self, DocRecord, DropReason};
+use crate::signals::{self, Scratch};
+use crate::summary::{self, DomainSummary};
+
+/// Version of `manifest.json`.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// Units a progress bar counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes of input read from disk.
+    Bytes,
+    /// Documents.
+    Docs,
+}
+
+/// Receives progress of long stages; the CLI draws bars, tests use [`Silent`].
+pub trait Progress: Sync {
+    /// A stage starts with `total` units of work.
+    fn begin(&self, stage: &str, total: u64, unit: Unit);
+    /// `done` units are finished so far.
+    fn set(&self, done: u64);
+    /// The stage ended.
+    fn end(&self);
+}
+
+/// No progress output.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn begin(&self, _: &str, _: u64, _: Unit) {}
+    fn set(&self, _: u64) {}
+    fn end(&self) {}
+}
+
+/// `manifest.json`: what ran, on what, where every document went, and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Layout version of this file.
+    pub format_version: u32,
+    /// The mixforge corpus crate version that wrote it.
+    pub corpus_version: &'static str,
+    /// Stages that ran.
+    pub stages: Stages,
+    /// Accounting per source, per domain and in total.
+    #[serde(flatten)]
+    pub accounting: Accounting,
+    /// Filter settings used.
+    pub filter: FilterConfig,
+    /// Dedup settings used.
+    pub dedup: DedupConfig,
+    /// What dedup found (absent when it did not run).
+    pub dedup_report: Option<DedupReport>,
+    /// Wall time per stage, seconds.
+    pub timings: BTreeMap<String, f64>,
+    /// Output files, relative to the run directory.
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// What a run returns to its caller.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// The per-domain summary (empty without the profile stage).
+    pub summary: Vec<DomainSummary>,
+}
+
+/// Per-document results of pass 1 beyond the record: dedup keys.
+struct Keys {
+    exact: u128,
+    bands: Vec<u64>,
+}
+
+/// Everything shared by the passes over the input.
+struct Run<'a> {
+    config: &'a PipelineConfig,
+    files: Vec<InputFile>,
+    /// Domain index of each source.
+    source_domain: Vec<u32>,
+    domains: Vec<String>,
+    source_names: Vec<String>,
+    progress: &'a dyn Progress,
+}
+
+/// Runs the configured stages and writes every output into `config.out`.
+pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.out).at(&config.out)?;
+    let mut domains: Vec<String> = Vec::new();
+    let source_domain = config
+        .sources
+        .iter()
+        .map(|s| match domains.iter().position(|d| *d == s.domain) {
+            Some(i) => i as u32,
+            None => {
+                domains.push(s.domain.clone());
+                (domains.len() - 1) as u32
+            }
+        })
+        .collect();
+    let run = Run {
+        config,
+        files: ingest::expand_sources(&config.sources)?,
+        source_domain,
+        domains,
+        source_names: config.sources.iter().map(|s| s.display_name().to_string()).collect(),
+        progress,
+    };
+    let mut timings = BTreeMap::new();
+    let mut outputs = BTreeMap::new();
+    let mut accounting = Accounting {
+        sources: config
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SourceCounts {
+                name: s.display_name().to_string(),
+                domain: s.domain.clone(),
+                files: run
+                    .files
+                    .iter()
+                    .filter(|f| usize::from(f.source.0) == i)
+                    .map(|f| f.path.display().to_string())
+                    .collect(),
+                counts: Default::default(),
+            })
+            .collect(),
+        ..Accounting::default()
+    };
+
+    let started = Instant::now();
+    let rejects_path = config.out.join("rejects.jsonl");
+    let mut rejects = AtomicFile::create(&rejects_path)?;
+    let (mut records, keys) = run.analyze(&mut rejects, &mut accounting)?;
+    rejects.commit()?;
+    outputs.insert("rejects".into(), "rejects.jsonl".into());
+    timings.insert("ingest_profile_filter".into(), started.elapsed().as_secs_f64());
+
+    let dedup_report = if config.stages.dedup && (config.dedup.exact || config.dedup.minhash) {
+        let started = Instant::now();
+        let report = run.deduplicate(&mut records, keys)?;
+        timings.insert("dedup".into(), started.elapsed().as_secs_f64());
+        Some(report)
+    } else {
+        None
+    };
+
+    for r in &records {
+        let reason = r.drop.map(DropReason::name);
+        accounting.update(usize::from(r.source.0), |c| {
+            c.add_doc(r.bytes, reason.as_deref());
+            r.rules.iter().for_each(|rule| c.add_flag(rule.name()));
+        });
+    }
+    assert!(accounting.balances(), "every document is kept or dropped with a reason");
+
+    let started = Instant::now();
+    for (domain, path) in run.write_kept(&records)? {
+        let rel = path.strip_prefix(&config.out).unwrap_or(&path).display().to_string();
+        outputs.insert(format!("kept/{domain}"), rel);
+    }
+    timings.insert("write_kept".into(), started.elapsed().as_secs_f64());
+
+    let mut summary_rows = Vec::new();
+    if config.stages.profile {
+        let started = Instant::now();
+        profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &run.domains)?;
+        let (mut table, rows) = summary::summarize(&records, &run.domains)?;
+        summary::write_parquet(&config.out.join("summary.parquet"), &mut table)?;
+        atomic::write_json(&config.out.join("summary.json"), &rows)?;
+        outputs.insert("profile".into(), "profile.parquet".into());
+        outputs.insert("summary".into(), "summary.parquet".into());
+        outputs.insert("summary_json".into(), "summary.json".into());
+        summary_rows = rows;
+        timings.insert("write_profile".into(), started.elapsed().as_secs_f64());
+    }
+    timings.insert("total".into(), timings.values().sum());
+
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        corpus_version: env!("CARGO_PKG_VERSION"),
+        stages: config.stages,
+        accounting,
+        filter: config.filter.clone(),
+        dedup: config.dedup.clone(),
+        dedup_report,
+        timings,
+        outputs,
+    };
+    atomic::write_json(&config.out.join("manifest.json"), &manifest)?;
+    Ok(RunReport { manifest, summary: summary_rows })
+}
+
+impl Run<'_> {
+    fn filter_mode(&self, source: usize) -> FilterMode {
+        if !self.config.stages.filter {
+            return FilterMode::Off;
+        }
+        self.config.sources[source].filter_mode.unwrap_or(self.config.filter.mode)
+    }
+
+    /// Streams `files` through `on_batch`, reporting bytes read.
+    fn stream(
+        &self,
+        stage: &str,
+        files: &[&InputFile],
+        mut on_batch: impl FnMut(&InputFile, Vec<Item>) -> Result<()>,
+    ) -> Result<()> {
+        let total = files.iter().map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0)).sum();
+        self.progress.begin(stage, total, Unit::Bytes);
+        let bytes_read = AtomicU64::new(0);
+        for &file in files {
+            let source = &self.config.sources[usize::from(file.source.0)];
+            ingest::read_file(file, source, self.config.batch_docs, &bytes_read, |items| {
+                on_batch(file, items)?;
+                self.progress.set(bytes_read.load(Ordering::Relaxed));
+                Ok(())
+            })?;
+            self.progress.set(bytes_read.load(Ordering::Relaxed));
+        }
+        self.progress.end();
+        Ok(())
+    }
+
+    /// Pass 1: read, compute signals, rules and dedup keys; count and write rejects.
+    fn analyze(&self, rejects: &mut AtomicFile, accounting: &mut Accounting) -> Result<(Vec<DocRecord>, Vec<Keys>)> {
+        let stages = self.config.stages;
+        let dedup_config = &self.config.dedup;
+        let hasher =
+            (stages.dedup && dedup_config.minhash).then(|| MinHasher::new(dedup_config.num_perm, dedup_config.seed));
+        let lsh = Engine::new(dedup_config).lsh();
+        let mut records = Vec::new();
+        let mut keys = Vec::new();
+        let files: Vec<&InputFile> = self.files.iter().collect();
+        self.stream("read + profile", &files, |file, items| {
+            let source = usize::from(file.source.0);
+            let mode = self.filter_mode(source);
+            let mut docs = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Item::Doc(doc) => docs.push(doc),
+                    Item::Reject(reject) => {
+                        if self.config.strict {
+                            return Err(Error::Strict {
+                                path: reject.path,
+                                line: reject.line,
+                                reason: reject.reason.to_string(),
+                            });
+                        }
+                        let line = serde_json::json!({
+                            "file": reject.path.display().to_string(),
+                            "line": reject.line,
+                            "code": reject.reason.code(),
+                            "message": reject.reason.to_string(),
+                        });
+                        writeln!(rejects, "{line}").at(&self.config.out.join("rejects.jsonl"))?;
+                        accounting.update(source, |c| c.add_reject(reject.reason.code(), reject.bytes));
+                    }
+                }
+            }
+            let analyzed: Vec<(DocRecord, Keys)> = docs
+                .into_par_iter()
+                .map_init(
+                    || (Scratch::default(), Vec::new(), Vec::new(), Vec::new()),
+                    |(scratch, words, shingle_buf, signature), doc| {
+                        analyze_doc(
+                            doc,
+                            stages,
+                            mode,
+                            &self.config.filter,
+                            dedup_config,
+                            hasher.as_ref(),
+                            lsh,
+                            scratch,
+                            words,
+                            shingle_buf,
+                            signature,
+                        )
+                    },
+                )
+                .collect();
+            for (record, key) in analyzed {
+                records.push(record);
+                keys.push(key);
+            }
+            Ok(())
+        })?;
+        Ok((records, keys))
+    }
+
+    /// Exact and near-duplicate detection; sets `drop` and `dup_cluster` on `records`.
+    fn deduplicate(&self, records: &mut [DocRecord], keys: Vec<Keys>) -> Result<DedupReport> {
+        let config = &self.config.dedup;
+        let mut engine = Engine::new(config);
+        for (record, key) in records.iter().zip(keys) {
+            let domain = self.source_domain[usize::from(record.source.0)];
+            let entry = Entry {
+                id: record.id,
+                bytes: record.bytes,
+                scope: dedup::scope_key(config.scope, domain),
+                exact: key.exact,
+                eligible: record.drop.is_none(),
+            };
+            engine.push(entry, &key.bands);
+        }
+        let candidates = engine.candidates();
+        let needed = if config.verify { candidates.needed() } else { Vec::new() };
+        let mut sets: Vec<Option<Vec<u64>>> = vec![None; records.len()];
+        if !needed.is_empty() {
+            let needed_ids: Vec<DocId> = needed.iter().map(|&i| records[i as usize].id).collect();
+            let files: Vec<&InputFile> = self
+                .files
+                .iter()
+                .filter(|f| needed_ids.binary_search_by(|id| id.file().cmp(&f.file)).is_ok())
+                .collect();
+            self.stream("verify candidates", &files, |_, items| {
+                let wanted: Vec<(u32, Document)> = items
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        Item::Doc(doc) => needed_ids.binary_search(&doc.id).ok().map(|k| (needed[k], doc)),
+                        Item::Reject(_) => None,
+                    })
+                    .collect();
+                let computed: Vec<(u32, Vec<u64>)> = wanted
+                    .into_par_iter()
+                    .map(|(i, doc)| (i, shingles::shingle_set(&doc.text, config.ngram)))
+                    .collect();
+                for (i, set) in computed {
+                    sets[i as usize] = Some(set);
+                }
+                Ok(())
+            })?;
+            if let Some(&missing) = needed.iter().find(|&&i| sets[i as usize].is_none()) {
+                return Err(Error::Corrupt {
+                    path: self.files[records[missing as usize].id.file().0 as usize].path.clone(),
+                    reason: format!("document {} changed or vanished between passes", records[missing as usize].id),
+                });
+            }
+        }
+        let (verdicts, clusters, report) =
+            engine.resolve(candidates, |i| sets[i as usize].as_deref().expect("loaded above"));
+        for ((record, verdict), cluster) in records.iter_mut().zip(verdicts).zip(clusters) {
+            record.dup_cluster = cluster;
+            match verdict {
+                Verdict::Kept => {}
+                Verdict::ExactDup => record.drop = Some(DropReason::ExactDup),
+                Verdict::NearDup => record.drop = Some(DropReason::NearDup),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Pass 3: writes kept documents to `kept/<domain>.parquet`.
+    fn write_kept(&self, records: &[DocRecord]) -> Result<BTreeMap<String, PathBuf>> {
+        let mut writer = KeptWriter::new(&self.config.out.join("kept"), self.source_names.clone())?;
+        let kept_files: Vec<&InputFile> =
+            self.files.iter().filter(|f| records.iter().any(|r| r.id.file() == f.file && r.drop.is_none())).collect();
+        let ids: Vec<DocId> = records.iter().map(|r| r.id).collect();
+        self.stream("write kept", &kept_files, |file, items| {
+            let domain = &self.domains[self.source_domain[usize::from(file.source.0)] as usize];
+            for item in items {
+                if let Item::Doc(doc) = item {
+                    let k = ids.binary_search(&doc.id).map_err(|_| Error::Corrupt {
+                        path: file.path.clone(),
+                        reason: format!("document {} appeared between passes", doc.id),
+                    })?;
+                    if records[k].drop.is_none() {
+                        writer.push(domain, doc)?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        writer.finish()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn analyze_doc(
+    doc: Document,
+    stages: Stages,
+    mode: FilterMode,
+    filter: &FilterConfig,
+    dedup_config: &DedupConfig,
+    hasher: Option<&MinHasher>,
+    lsh: LshParams,
+    scratch: &mut Scratch,
+    words: &mut Vec<u64>,
+    shingle_buf: &mut Vec<u64>,
+    signature: &mut Vec<u64>,
+) -> (DocRecord, Keys) {
+    let signals = (stages.profile || mode != FilterMode::Off).then(|| signals::compute(&doc.text, scratch));
+    let rules = match (&signals, mode) {
+        (Some(s), FilterMode::Annotate | FilterMode::Drop) => filters::evaluate(filter, s),
+        _ => Default::default(),
+    };
+    let drop = (mode == FilterMode::Drop).then(|| rules.first()).flatten().map(DropReason::Filter);
+    let exact = if stages.dedup && dedup_config.exact { shingles::exact_key(&doc.text) } else { 0 };
+    let mut bands = Vec::new();
+    if let Some(hasher) = hasher {
+        shingles::word_hashes(&doc.text, words);
+        shingles::shingles(words, dedup_config.ngram, shingle_buf);
+        hasher.signature(shingle_buf, signature);
+        lsh.band_keys(signature, &mut bands);
+    }
+    let record = DocRecord {
+        id: doc.id,
+        source: doc.source,
+        source_id: doc.source_id,
+        bytes: doc.text.len() as u64,
+        signals,
+        rules,
+        drop,
+        dup_cluster: None,
+    };
+    (record, Keys { exact, bands })
+}
+
+/// The run directory's main outputs, for callers that print where things landed.
+pub fn output_paths(out: &Path) -> [(String, PathBuf); 4] {
+    [
+        ("manifest".into(), out.join("manifest.json")),
+        ("profile".into(), out.join("profile.parquet")),
+        ("kept".into(), out.join("kept")),
+        ("rejects".into(), out.join("rejects.jsonl")),
+    ]
+}

@@ -1,0 +1,443 @@
+//! Per-document quality signals: sizes, character classes, line and n-gram repetition.
+//!
+//! Definitions follow Gopher (Rae et al. 2021) as datatrove implements them, with words split
+//! on whitespace. Fractions are of characters unless a name says otherwise.
+
+use hashbrown::HashMap;
+use serde::Serialize;
+
+use crate::hashing::{IdentityBuild, hash_bytes, mix};
+
+/// Gopher's stop words: a document with fewer than two is rarely natural English prose.
+const GOPHER_STOP_WORDS: [&str; 8] = ["the", "be", "to", "of", "and", "that", "have", "with"];
+/// Frequent English function words, for the language hint.
+const ENGLISH_COMMON: [&str; 24] = [
+    "the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "was", "on", "with", "as", "be", "by", "are",
+    "this", "at", "from", "or", "an", "he", "she",
+];
+
+/// Writing system of most letters in a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Script {
+    /// Latin letters.
+    Latin,
+    /// Cyrillic.
+    Cyrillic,
+    /// Greek.
+    Greek,
+    /// Arabic.
+    Arabic,
+    /// Hebrew.
+    Hebrew,
+    /// Devanagari.
+    Devanagari,
+    /// Chinese characters and Japanese kana.
+    Cjk,
+    /// Korean Hangul.
+    Hangul,
+    /// Something else, or no letters.
+    Other,
+}
+
+impl Script {
+    /// Lowercase name, as in the profile's `script` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            Script::Latin => "latin",
+            Script::Cyrillic => "cyrillic",
+            Script::Greek => "greek",
+            Script::Arabic => "arabic",
+            Script::Hebrew => "hebrew",
+            Script::Devanagari => "devanagari",
+            Script::Cjk => "cjk",
+            Script::Hangul => "hangul",
+            Script::Other => "other",
+        }
+    }
+
+    fn of(c: char) -> Script {
+        match c as u32 {
+            0x41..=0x5A | 0x61..=0x7A | 0xC0..=0x24F | 0x1E00..=0x1EFF => Script::Latin,
+            0x370..=0x3FF => Script::Greek,
+            0x400..=0x52F => Script::Cyrillic,
+            0x590..=0x5FF => Script::Hebrew,
+            0x600..=0x6FF | 0x750..=0x77F => Script::Arabic,
+            0x900..=0x97F => Script::Devanagari,
+            0x3040..=0x30FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF => Script::Cjk,
+            0xAC00..=0xD7AF | 0x1100..=0x11FF => Script::Hangul,
+            _ => Script::Other,
+        }
+    }
+}
+
+/// The signals of one document (a row of the profile table without its verdicts).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signals {
+    /// UTF-8 bytes.
+    pub bytes: u64,
+    /// Unicode scalar values.
+    pub chars: u64,
+    /// Whitespace-separated words containing a letter or digit.
+    pub words: u64,
+    /// Lines (`\n`-separated, empty ones included).
+    pub lines: u64,
+    /// Estimated tokens: ⌈bytes / 4⌉, the usual English BPE rate; the shard stage counts exactly.
+    pub est_tokens: u64,
+    /// Fraction of characters that are letters.
+    pub alpha_frac: f32,
+    /// ... digits.
+    pub digit_frac: f32,
+    /// ... uppercase letters.
+    pub upper_frac: f32,
+    /// ... whitespace.
+    pub whitespace_frac: f32,
+    /// ... neither alphanumeric nor whitespace.
+    pub symbol_frac: f32,
+    /// ... outside ASCII.
+    pub non_ascii_frac: f32,
+    /// Mean length of words, in characters.
+    pub mean_word_len: f32,
+    /// Fraction of whitespace tokens with at least one letter.
+    pub alpha_word_frac: f32,
+    /// Count of Gopher stop words.
+    pub stop_words: u64,
+    /// (`#` + `...` + `…`) per word.
+    pub symbol_word_ratio: f32,
+    /// Fraction of non-empty lines starting with a bullet.
+    pub bullet_line_frac: f32,
+    /// Fraction of non-empty lines ending with an ellipsis.
+    pub ellipsis_line_frac: f32,
+    /// Fraction of non-empty lines ending in `.`, `!`, `?`, `"` or `'`.
+    pub terminal_punct_line_frac: f32,
+    /// Fraction of non-empty lines of at most 30 characters.
+    pub short_line_frac: f32,
+    /// Fraction of non-empty lines equal to an earlier line.
+    pub dup_line_frac: f32,
+    /// Fraction of paragraphs (blank-line separated) equal to an earlier one.
+    pub dup_para_frac: f32,
+    /// Characters in repeated lines over all characters.
+    pub dup_line_char_frac: f32,
+    /// Characters in repeated paragraphs over all characters.
+    pub dup_para_char_frac: f32,
+    /// Characters of the most frequent 2-, 3-, 4-gram (times its count) over all characters.
+    pub top_ngram_frac: [f32; 3],
+    /// Characters covered by repeated 5- ... 10-grams over all characters.
+    pub dup_ngram_frac: [f32; 6],
+    /// Contains "lorem ipsum" (any case).
+    pub lorem_ipsum: bool,
+    /// Contains `{`.
+    pub curly_brace: bool,
+    /// Majority script of the letters.
+    pub script: Script,
+    /// `en` for English-looking prose, `code` for source-like text, else `und`.
+    pub lang_hint: &'static str,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script::Other
+    }
+}
+
+/// Reusable buffers, one per worker thread.
+#[derive(Default)]
+pub struct Scratch {
+    word_hashes: Vec<u64>,
+    word_chars: Vec<u32>,
+    gram_hashes: Vec<u64>,
+    counts: HashMap<u64, u32, IdentityBuild>,
+    seen: hashbrown::HashSet<u64, IdentityBuild>,
+}
+
+/// Computes every signal of `text`.
+pub fn compute(text: &str, scratch: &mut Scratch) -> Signals {
+    let mut s = Signals { bytes: text.len() as u64, est_tokens: (text.len() as u64).div_ceil(4), ..Signals::default() };
+    char_classes(text, &mut s);
+    words(text, &mut s, scratch);
+    lines(text, &mut s, scratch);
+    paragraphs(text, &mut s, scratch);
+    ngram_repetition(&mut s, scratch);
+    s.lorem_ipsum = contains_ignore_ascii_case(text.as_bytes(), b"lorem ipsum");
+    s.curly_brace = text.as_bytes().contains(&b'{');
+    s
+}
+
+fn frac(part: u64, whole: u64) -> f32 {
+    if whole == 0 { 0.0 } else { (part as f64 / whole as f64) as f32 }
+}
+
+fn char_classes(text: &str, s: &mut Signals) {
+    let (mut chars, mut alpha, mut digit, mut upper, mut space, mut symbol, mut non_ascii) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut script_counts = [0u32; 9];
+    for &b in text.as_bytes() {
+        // ASCII fast path; multi-byte characters are counted by their lead byte below.
+        if b < 0x80 {
+            chars += 1;
+            match b {
+                b'a'..=b'z' => {
+                    alpha += 1;
+                    script_counts[0] += 1;
+                }
+                b'A'..=b'Z' => {
+                    alpha += 1;
+                    upper += 1;
+                    script_counts[0] += 1;
+                }
+                b'0'..=b'9' => digit += 1,
+                b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => space += 1,
+                _ => symbol += 1,
+            }
+        }
+    }
+    if !text.is_ascii() {
+        for c in text.chars().filter(|c| !c.is_ascii()) {
+            chars += 1;
+            non_ascii += 1;
+            if c.is_alphabetic() {
+                alpha += 1;
+                if c.is_uppercase() {
+                    upper += 1;
+                }
+                script_counts[Script::of(c) as usize] += 1;
+            } else if c.is_numeric() {
+                digit += 1;
+            } else if c.is_whitespace() {
+                space += 1;
+            } else {
+                symbol += 1;
+            }
+        }
+    }
+    s.chars = chars;
+    s.alpha_frac = frac(alpha, chars);
+    s.digit_frac = frac(digit, chars);
+    s.upper_frac = frac(upper, chars);
+    s.whitespace_frac = frac(space, chars);
+    s.symbol_frac = frac(symbol, chars);
+    s.non_ascii_frac = frac(non_ascii, chars);
+    let (best, count) =
+        script_counts.iter().enumerate().max_by_key(|&(i, &n)| (n, std::cmp::Reverse(i))).expect("nine scripts");
+    s.script = if *count == 0 { Script::Other } else { SCRIPTS[best] };
+}
+
+const SCRIPTS: [Script; 9] = [
+    Script::Latin,
+    Script::Cyrillic,
+    Script::Greek,
+    Script::Arabic,
+    Script::Hebrew,
+    Script::Devanagari,
+    Script::Cjk,
+    Script::Hangul,
+    Script::Other,
+];
+
+fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
+    scratch.word_hashes.clear();
+    scratch.word_chars.clear();
+    let (mut tokens, mut alpha_tokens, mut words, mut word_chars, mut stop, mut common) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut symbols = 0u64;
+    for token in text.split_ascii_whitespace() {
+        tokens += 1;
+        let bytes = token.as_bytes();
+        let has_alpha = if token.is_ascii() {
+            bytes.iter().any(u8::is_ascii_alphabetic)
+        } else {
+            token.chars().any(char::is_alphabetic)
+        };
+        let has_alnum = has_alpha
+            || bytes.iter().any(u8::is_ascii_digit)
+            || (!token.is_ascii() && token.chars().any(char::is_alphanumeric));
+        alpha_tokens += u64::from(has_alpha);
+        symbols += bytes.iter().filter(|&&b| b == b'#').count() as u64 + count_ellipses(token);
+        let n_chars = if token.is_ascii() { bytes.len() } else { token.chars().count() } as u32;
+        scratch.word_hashes.push(hash_bytes(bytes));
+        scratch.word_chars.push(n_chars);
+        if has_alnum {
+            words += 1;
+            word_chars += u64::from(n_chars);
+            if bytes.len() <= 5 {
+                let lower = token.to_ascii_lowercase();
+                let lower = lower.trim_matches(|c: char| c.is_ascii_punctuation());
+                stop += u64::from(GOPHER_STOP_WORDS.contains(&lower));
+                common += u64::from(ENGLISH_COMMON.contains(&lower));
+            }
+        }
+    }
+    s.words = words;
+    s.mean_word_len = frac(word_chars, words);
+    s.alpha_word_frac = frac(alpha_tokens, tokens);
+    s.stop_words = stop;
+    s.symbol_word_ratio = frac(symbols, words);
+    let code_like = s.curly_brace_hint(text) && s.symbol_frac > 0.08;
+    s.lang_hint = if s.script == Script::Latin && frac(common, words) >= 0.08 {
+        "en"
+    } else if code_like {
+        "code"
+    } else {
+        "und"
+    };
+}
+
+impl Signals {
+    fn curly_brace_hint(&self, text: &str) -> bool {
+        let b = text.as_bytes();
+        b.contains(&b'{') || b.contains(&b';') || text.contains("def ") || text.contains("fn ")
+    }
+}
+
+fn count_ellipses(token: &str) -> u64 {
+    (token.matches("...").count() + token.matches('…').count()) as u64
+}
+
+fn lines(text: &str, s: &mut Signals, scratch: &mut Scratch) {
+    let mut n_lines = 0u64;
+    let (mut non_empty, mut bullets, mut ellipses, mut terminal, mut short) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut dup, mut dup_chars) = (0u64, 0u64);
+    scratch.seen.clear();
+    for line in text.split('\n') {
+        n_lines += 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        non_empty += 1;
+        let first = trimmed.chars().next().expect("non-empty");
+        bullets += u64::from(matches!(first, '•' | '‣' | '●' | '▪' | '◦' | '-' | '*' | '–' | '—'));
+        ellipses += u64::from(trimmed.ends_with("...") || trimmed.ends_with('…'));
+        terminal += u64::from(matches!(trimmed.as_bytes()[trimmed.len() - 1], b'.' | b'!' | b'?' | b'"' | b'\''));
+        let n_chars = if trimmed.is_ascii() { trimmed.len() } else { trimmed.chars().count() } as u64;
+        short += u64::from(n_chars <= 30);
+        if !scratch.seen.insert(hash_bytes(trimmed.as_bytes())) {
+            dup += 1;
+            dup_chars += n_chars;
+        }
+    }
+    s.lines = if text.is_empty() { 0 } else { n_lines - u64::from(text.ends_with('\n')) };
+    s.bullet_line_frac = frac(bullets, non_empty);
+    s.ellipsis_line_frac = frac(ellipses, non_empty);
+    s.terminal_punct_line_frac = frac(terminal, non_empty);
+    s.short_line_frac = frac(short, non_empty);
+    s.dup_line_frac = frac(dup, non_empty);
+    s.dup_line_char_frac = frac(dup_chars, s.chars);
+}
+
+fn paragraphs(text: &str, s: &mut Signals, scratch: &mut Scratch) {
+    let (mut paras, mut dup, mut dup_chars) = (0u64, 0u64, 0u64);
+    scratch.seen.clear();
+    for para in text.split("\n\n") {
+        let trimmed = para.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        paras += 1;
+        if !scratch.seen.insert(hash_bytes(trimmed.as_bytes())) {
+            dup += 1;
+            dup_chars += if trimmed.is_ascii() { trimmed.len() } else { trimmed.chars().count() } as u64;
+        }
+    }
+    s.dup_para_frac = frac(dup, paras);
+    s.dup_para_char_frac = frac(dup_chars, s.chars);
+}
+
+/// Gopher's top-n-gram (n = 2..4) and duplicate-n-gram (n = 5..10) character fractions, over
+/// n-gram hashes built incrementally: the hash of an n-gram at `i` mixes the (n-1)-gram's
+/// hash at `i` with word `i + n - 1`.
+fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
+    let words = &scratch.word_hashes;
+    let chars = &scratch.word_chars;
+    let total = s.chars;
+    let grams = &mut scratch.gram_hashes;
+    grams.clear();
+    grams.extend_from_slice(words);
+    for n in 2..=10usize {
+        if words.len() < n {
+            break;
+        }
+        let windows = words.len() - n + 1;
+        for i in 0..windows {
+            grams[i] = mix(grams[i], words[i + n - 1]);
+        }
+        grams.truncate(windows);
+        if n <= 4 {
+            // Most frequent n-gram: its characters (words plus separating spaces) × its count.
+            scratch.counts.clear();
+            let mut best: Option<(u32, usize)> = None;
+            for (i, &g) in grams.iter().enumerate() {
+                let count = scratch.counts.entry(g).or_insert(0);
+                *count += 1;
+                if best.is_none_or(|(c, _)| *count > c) {
+                    best = Some((*count, i));
+                }
+            }
+            if let Some((count, i)) = best {
+                let gram_chars: u64 = chars[i..i + n].iter().map(|&c| u64::from(c)).sum::<u64>() + (n as u64 - 1);
+                s.top_ngram_frac[n - 2] = frac(gram_chars * u64::from(count), total);
+            }
+        } else {
+            // Greedy scan: a repeated n-gram counts its characters and skips past itself.
+            scratch.seen.clear();
+            let (mut repeated, mut i) = (0u64, 0usize);
+            while i < windows {
+                if scratch.seen.insert(grams[i]) {
+                    i += 1;
+                } else {
+                    repeated += chars[i..i + n].iter().map(|&c| u64::from(c)).sum::<u64>();
+                    i += n;
+                }
+            }
+            s.dup_ngram_frac[n - 5] = frac(repeated, total);
+        }
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signals(text: &str) -> Signals {
+        compute(text, &mut Scratch::default())
+    }
+
+    #[test]
+    fn counts_basic_sizes_and_classes() {
+        let s = signals("Hello World 42!\nsecond line\n");
+        assert_eq!((s.bytes, s.chars, s.words, s.lines), (28, 28, 5, 2));
+        assert_eq!(s.digit_frac, 2.0 / 28.0);
+        assert_eq!(s.upper_frac, 2.0 / 28.0);
+        assert_eq!(s.script, Script::Latin);
+    }
+
+    #[test]
+    fn repeated_lines_and_ngrams_are_measured() {
+        let s = signals("a b c d e f\na b c d e f\nunique line here\n");
+        assert_eq!(s.dup_line_frac, 1.0 / 3.0);
+        // "a b c d e f" twice: the 5-grams of the second copy repeat the first's.
+        assert!(s.dup_ngram_frac[0] > 0.0);
+        assert!(s.top_ngram_frac[0] > 0.0);
+        let clean = signals("every word here differs from all the others completely");
+        assert_eq!(clean.dup_ngram_frac, [0.0; 6]);
+    }
+
+    #[test]
+    fn script_and_language_hints() {
+        assert_eq!(signals("Привет мир, как дела").script, Script::Cyrillic);
+        assert_eq!(signals("the cat sat on the mat and it was happy with that").lang_hint, "en");
+        assert_eq!(signals("fn main() { let x = 1; println!(\"{x}\"); }").lang_hint, "code");
+    }
+
+    #[test]
+    fn stop_words_and_symbols() {
+        let s = signals("The end of it and that ### ... x");
+        assert_eq!(s.stop_words, 4);
+        assert!(s.symbol_word_ratio > 0.5);
+        assert!(signals("Lorem Ipsum dolor").lorem_ipsum);
+    }
+}

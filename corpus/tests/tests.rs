@@ -1,0 +1,6 @@
+//! Integration tests of the corpus crate on real data from `../shared/data`.
+
+mod common;
+mod dedup_quality;
+mod ingest_formats;
+mod pipeline_runs;

@@ -1,0 +1,135 @@
+//! Command-line definitions (clap derive). Parsing only; `commands` turns these into library
+//! configs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mixforge: from a raw multi-domain corpus to a small, deployable language model.
+#[derive(Debug, Parser)]
+#[command(name = "mixforge", version, about, long_about = None)]
+pub struct Cli {
+    /// Worker threads for parallel stages (0 = one per core).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Profile, filter and deduplicate a corpus.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+/// `mixforge corpus ...`
+#[derive(Debug, Subcommand)]
+pub enum CorpusCommand {
+    /// Run every corpus stage: ingest → profile → filter → dedup.
+    ///
+    /// Reads the sources named in RECIPE (or given with --source), writes into --out:
+    /// kept/<domain>.parquet, profile.parquet, summary.parquet/.json, manifest.json and
+    /// rejects.jsonl, and prints a per-domain summary.
+    ///
+    /// Example: mixforge corpus run recipes/demo.toml --out runs/demo
+    Run(RunArgs),
+    /// Read and validate sources only; write kept/ (every readable document), rejects and
+    /// accounting.
+    Ingest(RunArgs),
+    /// Ingest and profile: per-document signals and the per-domain summary.
+    Profile(RunArgs),
+    /// Ingest, profile and apply the quality rules (annotate by default, --filter-mode drop
+    /// to remove).
+    Filter(RunArgs),
+    /// Ingest, profile and deduplicate (exact + MinHash-LSH), without quality rules.
+    Dedup(RunArgs),
+}
+
+/// Inputs, outputs and stage settings shared by the corpus commands. Flags override the recipe.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Recipe (TOML) naming sources and stage settings; see docs/formats.md.
+    pub recipe: Option<PathBuf>,
+    /// A source as DOMAIN=PATH_OR_GLOB (repeatable); replaces the recipe's sources.
+    ///
+    /// The format comes from the extension (.jsonl, .parquet, .txt, each optionally .gz or
+    /// .zst); JSON records use their `text` and `id` fields.
+    #[arg(long = "source", value_name = "DOMAIN=PATH")]
+    pub sources: Vec<String>,
+    /// Output directory (created if missing) [default: runs/corpus].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Fail on the first malformed record, naming file:line, instead of counting it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Quality rules: annotate (record failures, keep), drop (remove failures), off.
+    #[arg(long, value_enum)]
+    pub filter_mode: Option<FilterModeArg>,
+    /// Near-duplicate Jaccard threshold [recipe or 0.8].
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// MinHash permutations [recipe or 128].
+    #[arg(long)]
+    pub num_perm: Option<usize>,
+    /// LSH bands; with --rows, overrides the choice made from --threshold.
+    #[arg(long, requires = "rows")]
+    pub bands: Option<usize>,
+    /// Rows per LSH band.
+    #[arg(long, requires = "bands")]
+    pub rows: Option<usize>,
+    /// Words per shingle [recipe or 5].
+    #[arg(long)]
+    pub ngram: Option<usize>,
+    /// Merge LSH candidates without checking their exact Jaccard.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Skip near-duplicate (MinHash) detection.
+    #[arg(long)]
+    pub no_minhash: bool,
+    /// Skip exact-duplicate detection.
+    #[arg(long)]
+    pub no_exact: bool,
+    /// Dedup across the whole corpus or within each domain.
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
+    /// Seed of the MinHash permutations.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the manifest as JSON on stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--filter-mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FilterModeArg {
+    /// Record failed rules in the profile; keep the document.
+    Annotate,
+    /// Drop documents failing any rule.
+    Drop,
+    /// Do not evaluate rules.
+    Off,
+}
+
+/// `--scope` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// Any two documents may be duplicates.
+    Global,
+    /// Only documents of the same domain.
+    PerDomain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

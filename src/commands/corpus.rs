@@ -1,0 +1,148 @@
+//! `mixforge corpus ...`: build a pipeline config from the recipe and flags, run it, report.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use corpus::config::{DedupScope, FilterMode, PipelineConfig, Stages};
+use corpus::pipeline::{self, RunReport};
+
+use crate::cli::{CorpusCommand, FilterModeArg, RunArgs, ScopeArg};
+use crate::progress::Bars;
+use crate::recipe::{self, Recipe};
+
+/// Runs one corpus command.
+pub fn run(command: CorpusCommand) -> Result<()> {
+    let (args, stages) = match command {
+        CorpusCommand::Run(args) => (args, Stages::ALL),
+        CorpusCommand::Ingest(args) => (args, Stages { profile: false, filter: false, dedup: false }),
+        CorpusCommand::Profile(args) => (args, Stages { profile: true, filter: false, dedup: false }),
+        CorpusCommand::Filter(args) => (args, Stages { profile: true, filter: true, dedup: false }),
+        CorpusCommand::Dedup(args) => (args, Stages { profile: true, filter: false, dedup: true }),
+    };
+    let json = args.json;
+    let config = pipeline_config(args, stages)?;
+    let report =
+        pipeline::run(&config, &Bars::new()).with_context(|| format!("corpus run into {}", config.out.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut stdout, &report.manifest)?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", render_report(&report, &config))?;
+    }
+    Ok(())
+}
+
+/// Recipe first, then flags on top.
+fn pipeline_config(args: RunArgs, stages: Stages) -> Result<PipelineConfig> {
+    let mut recipe = match &args.recipe {
+        Some(path) => Recipe::load(path)?,
+        None => Recipe::default(),
+    };
+    if !args.sources.is_empty() {
+        recipe.sources = args.sources.iter().map(|s| recipe::parse_source_flag(s)).collect::<Result<_>>()?;
+    }
+    if recipe.sources.is_empty() {
+        anyhow::bail!("no sources: pass a recipe (e.g. recipes/demo.toml) or --source DOMAIN=PATH_OR_GLOB");
+    }
+    if let Some(mode) = args.filter_mode {
+        recipe.filter.mode = match mode {
+            FilterModeArg::Annotate => FilterMode::Annotate,
+            FilterModeArg::Drop => FilterMode::Drop,
+            FilterModeArg::Off => FilterMode::Off,
+        };
+    }
+    let dedup = &mut recipe.dedup;
+    if let Some(t) = args.threshold {
+        dedup.threshold = t;
+    }
+    if let Some(n) = args.num_perm {
+        dedup.num_perm = n;
+    }
+    if args.bands.is_some() {
+        (dedup.bands, dedup.rows) = (args.bands, args.rows);
+    }
+    if let Some(n) = args.ngram {
+        dedup.ngram = n;
+    }
+    if let Some(seed) = args.seed {
+        dedup.seed = seed;
+    }
+    if let Some(scope) = args.scope {
+        dedup.scope = match scope {
+            ScopeArg::Global => DedupScope::Global,
+            ScopeArg::PerDomain => DedupScope::PerDomain,
+        };
+    }
+    dedup.verify &= !args.no_verify;
+    dedup.minhash &= !args.no_minhash;
+    dedup.exact &= !args.no_exact;
+    Ok(PipelineConfig {
+        sources: recipe.sources,
+        filter: recipe.filter,
+        dedup: recipe.dedup,
+        stages,
+        strict: args.strict,
+        out: args.out.unwrap_or_else(recipe::default_out),
+        batch_docs: recipe.batch_docs.unwrap_or(4096),
+    })
+}
+
+/// The human-readable report printed after a run.
+fn render_report(report: &RunReport, config: &PipelineConfig) -> String {
+    let m = &report.manifest;
+    let t = &m.accounting.totals;
+    let mut out = String::new();
+    if !report.summary.is_empty() {
+        out.push_str(&corpus::summary::render(&report.summary));
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "documents: {} in = {} kept + {} dropped; {} malformed records rejected\n",
+        t.docs_in,
+        t.docs_kept,
+        t.dropped.values().sum::<u64>(),
+        t.rejected_total()
+    ));
+    for (reason, n) in &t.dropped {
+        out.push_str(&format!("  dropped {reason}: {n}\n"));
+    }
+    for (reason, n) in &t.rejected {
+        out.push_str(&format!("  rejected {reason}: {n} (see rejects.jsonl)\n"));
+    }
+    if !t.filter_flagged.is_empty() {
+        let mode = if config.filter.mode == FilterMode::Drop { "dropped" } else { "flagged, kept" };
+        out.push_str(&format!("quality rules ({mode}):\n"));
+        for (rule, n) in &t.filter_flagged {
+            out.push_str(&format!("  {rule}: {n}\n"));
+        }
+    }
+    if let Some(d) = &m.dedup_report {
+        if let Some(lsh) = d.lsh {
+            let curve: Vec<String> = d.s_curve.iter().map(|(s, p)| format!("P({s:.1})={p:.3}")).collect();
+            out.push_str(&format!(
+                "minhash: {} perms, {} bands × {} rows, {}-grams; candidate probability {}\n",
+                config.dedup.num_perm,
+                lsh.bands,
+                lsh.rows,
+                config.dedup.ngram,
+                curve.join(" ")
+            ));
+        }
+        out.push_str(&format!(
+            "dedup: {} exact + {} near duplicates removed; {} clusters (largest {}); {} candidate pairs, {} verified, {} rejected\n",
+            d.exact_removed, d.near_removed, d.clusters, d.largest_cluster, d.candidate_pairs, d.verified_pairs, d.rejected_pairs
+        ));
+        if !d.oversized_clusters.is_empty() {
+            out.push_str(&format!("  oversized clusters kept whole: {:?}\n", d.oversized_clusters));
+        }
+    }
+    let total = m.timings.get("total").copied().unwrap_or(0.0);
+    out.push_str(&format!("time: {total:.2} s ({:.1} MB/s of text)\n", t.bytes_in as f64 / 1e6 / total.max(1e-9)));
+    out.push_str(&format!("outputs in {}:\n", config.out.display()));
+    for (_, rel) in &m.outputs {
+        out.push_str(&format!("  {rel}\n"));
+    }
+    out.push_str("  manifest.json\n");
+    out
+}

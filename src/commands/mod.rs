@@ -1,0 +1,3 @@
+//! Command implementations: turn parsed flags into library configs and print results.
+
+pub mod corpus;

@@ -1,0 +1,42 @@
+//! The `mixforge` command line.
+
+mod cli;
+mod commands;
+mod progress;
+mod recipe;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("MIXFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    if cli.threads > 0 {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(cli.threads).build_global() {
+            eprintln!("error: setting --threads {}: {e}", cli.threads);
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match cli.command {
+        cli::Command::Corpus(command) => commands::corpus::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,87 @@
+//! The recipe (TOML) naming sources and stage settings, and its conversion into library
+//! configs. Unknown keys are errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use corpus::config::{DedupConfig, FilterConfig, SourceConfig};
+use serde::Deserialize;
+
+/// A recipe file. Each section is optional; absent settings take their defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Inputs, one table per source.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Quality rules.
+    #[serde(default)]
+    pub filter: FilterConfig,
+    /// Duplicate detection.
+    #[serde(default)]
+    pub dedup: DedupConfig,
+    /// Documents per parallel batch.
+    #[serde(default)]
+    pub batch_docs: Option<usize>,
+}
+
+impl Recipe {
+    /// Reads a recipe; relative source paths are taken from the recipe's own directory.
+    pub fn load(path: &Path) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
+        let mut recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for source in &mut recipe.sources {
+            for p in &mut source.paths {
+                if Path::new(p.as_str()).is_relative() {
+                    *p = base.join(&*p).to_string_lossy().into_owned();
+                }
+            }
+        }
+        Ok(recipe)
+    }
+}
+
+/// Parses `DOMAIN=PATH_OR_GLOB` from the command line into a source with default settings.
+pub fn parse_source_flag(flag: &str) -> Result<SourceConfig> {
+    let Some((domain, path)) = flag.split_once('=') else {
+        bail!("--source {flag:?}: expected DOMAIN=PATH_OR_GLOB, e.g. --source web=data/web/*.jsonl.zst");
+    };
+    if domain.trim().is_empty() || path.trim().is_empty() {
+        bail!("--source {flag:?}: both DOMAIN and PATH must be non-empty");
+    }
+    Ok(SourceConfig::new(domain.trim(), vec![path.to_string()]))
+}
+
+/// The default output directory for a run with no `--out`.
+pub fn default_out() -> PathBuf {
+    PathBuf::from("runs/corpus")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = toml::from_str::<Recipe>("[dedup]\nthreshhold = 0.7\n").unwrap_err().to_string();
+        assert!(err.contains("threshhold"), "{err}");
+        let err = toml::from_str::<Recipe>("[[sources]]\ndomain = \"web\"\npaths = [\"x\"]\ntext_feild = \"t\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("text_feild"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = toml::from_str::<Recipe>("[filter]\nmode = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(err.contains("sometimes") && err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn source_flags_parse() {
+        let source = parse_source_flag("web=data/*.jsonl").unwrap();
+        assert_eq!((source.domain.as_str(), source.paths[0].as_str()), ("web", "data/*.jsonl"));
+        assert!(parse_source_flag("nodomain").is_err());
+    }
+}
