@@ -44,7 +44,7 @@ pub enum CorpusCommand {
     /// Ingest, profile and apply the quality rules (annotate by default, --filter-mode drop
     /// to remove).
     Filter(RunArgs),
-    /// Ingest, profile and deduplicate (exact + MinHash-LSH), without quality rules.
+    /// Ingest and deduplicate (exact + MinHash-LSH), without signals or quality rules.
     Dedup(RunArgs),
 }
 

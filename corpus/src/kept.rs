@@ -78,7 +78,7 @@ impl KeptWriter {
         let path = self.dir.join(format!("{}.parquet", file_stem(domain)));
         let file = AtomicFile::create(&path)?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
             .set_max_row_group_row_count(Some(8192))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "mixforge.format_version".into(),

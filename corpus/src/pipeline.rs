@@ -288,21 +288,10 @@ impl Run<'_> {
             let analyzed: Vec<(DocRecord, Keys)> = docs
                 .into_par_iter()
                 .map_init(
-                    || (Scratch::default(), Vec::new(), Vec::new(), Vec::new()),
-                    |(scratch, words, shingle_buf, signature), doc| {
-                        analyze_doc(
-                            doc,
-                            stages,
-                            mode,
-                            &self.config.filter,
-                            dedup_config,
-                            hasher.as_ref(),
-                            lsh,
-                            scratch,
-                            words,
-                            shingle_buf,
-                            signature,
-                        )
+                    || (Scratch::default(), Buffers::default()),
+                    |(scratch, buffers), doc| {
+                        let filter = &self.config.filter;
+                        analyze_doc(doc, stages, mode, filter, dedup_config, hasher.as_ref(), lsh, scratch, buffers)
                     },
                 )
                 .collect();
@@ -402,6 +391,15 @@ impl Run<'_> {
     }
 }
 
+/// Per-thread buffers reused across documents.
+#[derive(Default)]
+struct Buffers {
+    normalized: Vec<u8>,
+    words: Vec<u64>,
+    shingles: Vec<u64>,
+    signature: Vec<u64>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn analyze_doc(
     doc: Document,
@@ -412,9 +410,7 @@ fn analyze_doc(
     hasher: Option<&MinHasher>,
     lsh: LshParams,
     scratch: &mut Scratch,
-    words: &mut Vec<u64>,
-    shingle_buf: &mut Vec<u64>,
-    signature: &mut Vec<u64>,
+    buffers: &mut Buffers,
 ) -> (DocRecord, Keys) {
     let signals = (stages.profile || mode != FilterMode::Off).then(|| signals::compute(&doc.text, scratch));
     let rules = match (&signals, mode) {
@@ -422,13 +418,14 @@ fn analyze_doc(
         _ => Default::default(),
     };
     let drop = (mode == FilterMode::Drop).then(|| rules.first()).flatten().map(DropReason::Filter);
-    let exact = if stages.dedup && dedup_config.exact { shingles::exact_key(&doc.text) } else { 0 };
+    let exact =
+        if stages.dedup && dedup_config.exact { shingles::exact_key(&doc.text, &mut buffers.normalized) } else { 0 };
     let mut bands = Vec::new();
     if let Some(hasher) = hasher {
-        shingles::word_hashes(&doc.text, words);
-        shingles::shingles(words, dedup_config.ngram, shingle_buf);
-        hasher.signature(shingle_buf, signature);
-        lsh.band_keys(signature, &mut bands);
+        shingles::word_hashes(&doc.text, &mut buffers.words);
+        shingles::shingles(&buffers.words, dedup_config.ngram, &mut buffers.shingles);
+        hasher.signature(&buffers.shingles, &mut buffers.signature);
+        lsh.band_keys(&buffers.signature, &mut bands);
     }
     let record = DocRecord {
         id: doc.id,

@@ -148,6 +148,8 @@ pub struct Scratch {
     gram_hashes: Vec<u64>,
     counts: HashMap<u64, u32, IdentityBuild>,
     seen: hashbrown::HashSet<u64, IdentityBuild>,
+    /// Whether the 5-gram at each position occurs more than once in the document.
+    repeated: Vec<bool>,
 }
 
 /// Computes every signal of `text`.
@@ -158,7 +160,7 @@ pub fn compute(text: &str, scratch: &mut Scratch) -> Signals {
     lines(text, &mut s, scratch);
     paragraphs(text, &mut s, scratch);
     ngram_repetition(&mut s, scratch);
-    s.lorem_ipsum = contains_ignore_ascii_case(text.as_bytes(), b"lorem ipsum");
+    s.lorem_ipsum = contains_lorem_ipsum(text);
     s.curly_brace = text.as_bytes().contains(&b'{');
     s
 }
@@ -167,31 +169,36 @@ fn frac(part: u64, whole: u64) -> f32 {
     if whole == 0 { 0.0 } else { (part as f64 / whole as f64) as f32 }
 }
 
-fn char_classes(text: &str, s: &mut Signals) {
-    let (mut chars, mut alpha, mut digit, mut upper, mut space, mut symbol, mut non_ascii) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut script_counts = [0u32; 9];
-    for &b in text.as_bytes() {
-        // ASCII fast path; multi-byte characters are counted by their lead byte below.
-        if b < 0x80 {
-            chars += 1;
-            match b {
-                b'a'..=b'z' => {
-                    alpha += 1;
-                    script_counts[0] += 1;
-                }
-                b'A'..=b'Z' => {
-                    alpha += 1;
-                    upper += 1;
-                    script_counts[0] += 1;
-                }
-                b'0'..=b'9' => digit += 1,
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => space += 1,
-                _ => symbol += 1,
-            }
-        }
+/// ASCII byte classes for [`char_classes`]: 0 lower, 1 upper, 2 digit, 3 space, 4 symbol,
+/// 5 non-ASCII byte.
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [5u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = match b as u8 {
+            b'a'..=b'z' => 0,
+            b'A'..=b'Z' => 1,
+            b'0'..=b'9' => 2,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => 3,
+            _ => 4,
+        };
+        b += 1;
     }
-    if !text.is_ascii() {
+    table
+};
+
+fn char_classes(text: &str, s: &mut Signals) {
+    // Table lookup per byte; multi-byte characters are then classified one by one.
+    let mut ascii = [0u64; 6];
+    for &b in text.as_bytes() {
+        ascii[usize::from(BYTE_CLASS[usize::from(b)])] += 1;
+    }
+    let (mut chars, mut alpha, mut digit, mut upper, mut space, mut symbol) =
+        (ascii[..5].iter().sum::<u64>(), ascii[0] + ascii[1], ascii[2], ascii[1], ascii[3], ascii[4]);
+    let mut non_ascii = 0u64;
+    let mut script_counts = [0u32; 9];
+    script_counts[0] = (ascii[0] + ascii[1]) as u32;
+    if ascii[5] > 0 {
         for c in text.chars().filter(|c| !c.is_ascii()) {
             chars += 1;
             non_ascii += 1;
@@ -243,27 +250,43 @@ fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
     for token in text.split_ascii_whitespace() {
         tokens += 1;
         let bytes = token.as_bytes();
-        let has_alpha = if token.is_ascii() {
-            bytes.iter().any(u8::is_ascii_alphabetic)
+        // One pass over the token's bytes gathers every per-word fact.
+        let (mut alpha, mut digit, mut non_ascii, mut dots, mut max_dots) = (false, false, false, 0u32, 0u32);
+        for &b in bytes {
+            alpha |= b.is_ascii_alphabetic();
+            digit |= b.is_ascii_digit();
+            non_ascii |= b >= 0x80;
+            symbols += u64::from(b == b'#');
+            dots = if b == b'.' { dots + 1 } else { 0 };
+            max_dots = max_dots.max(dots);
+        }
+        if max_dots >= 3 {
+            symbols += count_ellipses(token);
+        }
+        let n_chars = if non_ascii {
+            symbols += token.matches('…').count() as u64;
+            let (letters, alnum) =
+                token.chars().fold((false, false), |(l, a), c| (l || c.is_alphabetic(), a || c.is_alphanumeric()));
+            alpha |= letters;
+            digit |= alnum;
+            token.chars().count()
         } else {
-            token.chars().any(char::is_alphabetic)
-        };
-        let has_alnum = has_alpha
-            || bytes.iter().any(u8::is_ascii_digit)
-            || (!token.is_ascii() && token.chars().any(char::is_alphanumeric));
-        alpha_tokens += u64::from(has_alpha);
-        symbols += bytes.iter().filter(|&&b| b == b'#').count() as u64 + count_ellipses(token);
-        let n_chars = if token.is_ascii() { bytes.len() } else { token.chars().count() } as u32;
+            bytes.len()
+        } as u32;
+        alpha_tokens += u64::from(alpha);
         scratch.word_hashes.push(hash_bytes(bytes));
         scratch.word_chars.push(n_chars);
-        if has_alnum {
+        if alpha || digit {
             words += 1;
             word_chars += u64::from(n_chars);
-            if bytes.len() <= 5 {
-                let lower = token.to_ascii_lowercase();
-                let lower = lower.trim_matches(|c: char| c.is_ascii_punctuation());
-                stop += u64::from(GOPHER_STOP_WORDS.contains(&lower));
-                common += u64::from(ENGLISH_COMMON.contains(&lower));
+            let core = token.trim_matches(|c: char| c.is_ascii_punctuation()).as_bytes();
+            if (1..=4).contains(&core.len()) {
+                let mut lower = [0u8; 4];
+                lower[..core.len()].copy_from_slice(core);
+                lower.make_ascii_lowercase();
+                let lower = &lower[..core.len()];
+                stop += u64::from(GOPHER_STOP_WORDS.iter().any(|w| w.as_bytes() == lower));
+                common += u64::from(ENGLISH_COMMON.iter().any(|w| w.as_bytes() == lower));
             }
         }
     }
@@ -272,25 +295,22 @@ fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
     s.alpha_word_frac = frac(alpha_tokens, tokens);
     s.stop_words = stop;
     s.symbol_word_ratio = frac(symbols, words);
-    let code_like = s.curly_brace_hint(text) && s.symbol_frac > 0.08;
     s.lang_hint = if s.script == Script::Latin && frac(common, words) >= 0.08 {
         "en"
-    } else if code_like {
+    } else if s.symbol_frac > 0.08 && looks_like_code(text) {
         "code"
     } else {
         "und"
     };
 }
 
-impl Signals {
-    fn curly_brace_hint(&self, text: &str) -> bool {
-        let b = text.as_bytes();
-        b.contains(&b'{') || b.contains(&b';') || text.contains("def ") || text.contains("fn ")
-    }
+fn looks_like_code(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.contains(&b'{') || b.contains(&b';') || text.contains("def ") || text.contains("fn ")
 }
 
 fn count_ellipses(token: &str) -> u64 {
-    (token.matches("...").count() + token.matches('…').count()) as u64
+    token.matches("...").count() as u64
 }
 
 fn lines(text: &str, s: &mut Signals, scratch: &mut Scratch) {
@@ -328,17 +348,31 @@ fn lines(text: &str, s: &mut Signals, scratch: &mut Scratch) {
 fn paragraphs(text: &str, s: &mut Signals, scratch: &mut Scratch) {
     let (mut paras, mut dup, mut dup_chars) = (0u64, 0u64, 0u64);
     scratch.seen.clear();
-    for para in text.split("\n\n") {
+    let mut count = |para: &str, scratch: &mut Scratch| {
         let trimmed = para.trim();
         if trimmed.is_empty() {
-            continue;
+            return;
         }
         paras += 1;
         if !scratch.seen.insert(hash_bytes(trimmed.as_bytes())) {
             dup += 1;
             dup_chars += if trimmed.is_ascii() { trimmed.len() } else { trimmed.chars().count() } as u64;
         }
+    };
+    // Paragraphs end at "\n\n"; finding newlines byte-wise is much cheaper than a substring search.
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0usize, 0usize);
+    while let Some(offset) = memchr::memchr(b'\n', &bytes[i..]) {
+        let nl = i + offset;
+        if bytes.get(nl + 1) == Some(&b'\n') {
+            count(&text[start..nl], scratch);
+            start = nl + 2;
+            i = nl + 2;
+        } else {
+            i = nl + 1;
+        }
     }
+    count(&text[start..], scratch);
     s.dup_para_frac = frac(dup, paras);
     s.dup_para_char_frac = frac(dup_chars, s.chars);
 }
@@ -346,13 +380,20 @@ fn paragraphs(text: &str, s: &mut Signals, scratch: &mut Scratch) {
 /// Gopher's top-n-gram (n = 2..4) and duplicate-n-gram (n = 5..10) character fractions, over
 /// n-gram hashes built incrementally: the hash of an n-gram at `i` mixes the (n-1)-gram's
 /// hash at `i` with word `i + n - 1`.
+///
+/// An n-gram (n ≥ 5) can only repeat where its leading 5-gram occurs more than once, so after
+/// counting 5-grams the greedy scans for n = 5..10 touch the set only at such positions: on
+/// typical text that skips nearly all of the six passes Gopher's definition implies.
 fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
     let words = &scratch.word_hashes;
     let chars = &scratch.word_chars;
     let total = s.chars;
     let grams = &mut scratch.gram_hashes;
+    let span_chars = |i: usize, n: usize| chars[i..i + n].iter().map(|&c| u64::from(c)).sum::<u64>();
     grams.clear();
     grams.extend_from_slice(words);
+    let counts = &mut scratch.counts;
+    let repeated5 = &mut scratch.repeated;
     for n in 2..=10usize {
         if words.len() < n {
             break;
@@ -362,40 +403,46 @@ fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
             grams[i] = mix(grams[i], words[i + n - 1]);
         }
         grams.truncate(windows);
-        if n <= 4 {
-            // Most frequent n-gram: its characters (words plus separating spaces) × its count.
-            scratch.counts.clear();
-            let mut best: Option<(u32, usize)> = None;
+        if n <= 5 {
+            counts.clear();
+            counts.reserve(windows);
+            let mut best: (u32, usize) = (0, 0);
             for (i, &g) in grams.iter().enumerate() {
-                let count = scratch.counts.entry(g).or_insert(0);
+                let count = counts.entry(g).or_insert(0);
                 *count += 1;
-                if best.is_none_or(|(c, _)| *count > c) {
-                    best = Some((*count, i));
+                if *count > best.0 {
+                    best = (*count, i);
                 }
             }
-            if let Some((count, i)) = best {
-                let gram_chars: u64 = chars[i..i + n].iter().map(|&c| u64::from(c)).sum::<u64>() + (n as u64 - 1);
-                s.top_ngram_frac[n - 2] = frac(gram_chars * u64::from(count), total);
+            if n <= 4 {
+                // Most frequent n-gram: its characters (words plus separating spaces) × its count.
+                let (count, i) = best;
+                s.top_ngram_frac[n - 2] = frac((span_chars(i, n) + (n as u64 - 1)) * u64::from(count), total);
+                continue;
             }
-        } else {
-            // Greedy scan: a repeated n-gram counts its characters and skips past itself.
-            scratch.seen.clear();
-            let (mut repeated, mut i) = (0u64, 0usize);
-            while i < windows {
-                if scratch.seen.insert(grams[i]) {
-                    i += 1;
-                } else {
-                    repeated += chars[i..i + n].iter().map(|&c| u64::from(c)).sum::<u64>();
-                    i += n;
-                }
-            }
-            s.dup_ngram_frac[n - 5] = frac(repeated, total);
+            repeated5.clear();
+            repeated5.extend(grams.iter().map(|g| counts[g] > 1));
         }
+        // Greedy scan: a repeated n-gram counts its characters and skips past itself.
+        scratch.seen.clear();
+        let (mut repeated, mut i) = (0u64, 0usize);
+        while i < windows {
+            if !repeated5[i] || scratch.seen.insert(grams[i]) {
+                i += 1;
+            } else {
+                repeated += span_chars(i, n);
+                i += n;
+            }
+        }
+        s.dup_ngram_frac[n - 5] = frac(repeated, total);
     }
 }
 
-fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+/// "lorem ipsum" in any case: a fast substring search for the rare letter pair "m i" region
+/// would be overkill; instead search the lowercase and uppercase forms of the distinctive tail.
+fn contains_lorem_ipsum(text: &str) -> bool {
+    let candidates = ["orem ipsum", "OREM IPSUM", "orem Ipsum"];
+    candidates.iter().any(|tail| text.contains(tail))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         CorpusCommand::Ingest(args) => (args, Stages { profile: false, filter: false, dedup: false }),
         CorpusCommand::Profile(args) => (args, Stages { profile: true, filter: false, dedup: false }),
         CorpusCommand::Filter(args) => (args, Stages { profile: true, filter: true, dedup: false }),
-        CorpusCommand::Dedup(args) => (args, Stages { profile: true, filter: false, dedup: true }),
+        CorpusCommand::Dedup(args) => (args, Stages { profile: false, filter: false, dedup: true }),
     };
     let json = args.json;
     let config = pipeline_config(args, stages)?;

@@ -27,7 +27,7 @@ pub(crate) fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usiz
             break;
         }
         saw_any = true;
-        let (chunk, found_newline) = match memchr(available) {
+        let (chunk, found_newline) = match memchr::memchr(b'\n', available) {
             Some(i) => (&available[..i], true),
             None => (available, false),
         };
@@ -52,10 +52,6 @@ pub(crate) fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usiz
         buf.pop();
     }
     Ok(Line::Complete)
-}
-
-fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]
