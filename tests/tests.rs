@@ -1,1 +1,3 @@
+//! End-to-end tests of the `mixforge` binary on the bundled demo corpus and bad inputs.
 
+mod corpus_cli;

@@ -88,7 +88,7 @@ pub struct Manifest {
 pub struct RunReport {
     /// The manifest as written.
     pub manifest: Manifest,
-    /// The per-domain summary (empty without the profile stage).
+    /// The per-domain summary.
     pub summary: Vec<DomainSummary>,
 }
 
@@ -188,8 +188,10 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
     }
     timings.insert("write_kept".into(), started.elapsed().as_secs_f64());
 
-    let mut summary_rows = Vec::new();
-    if config.stages.profile {
+    // The profile is written whatever the stages: its verdict columns say what happened to
+    // each document; its signal columns are null when signals were not computed.
+    let summary_rows;
+    {
         let started = Instant::now();
         profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &run.domains)?;
         let (mut table, rows) = summary::summarize(&records, &run.domains)?;
