@@ -16,11 +16,11 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_env("MIXFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
-    if cli.threads > 0 {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(cli.threads).build_global() {
-            eprintln!("error: setting --threads {}: {e}", cli.threads);
-            return ExitCode::FAILURE;
-        }
+    if cli.threads > 0
+        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(cli.threads).build_global()
+    {
+        eprintln!("error: setting --threads {}: {e}", cli.threads);
+        return ExitCode::FAILURE;
     }
     let result = match cli.command {
         cli::Command::Corpus(command) => commands::corpus::run(command),

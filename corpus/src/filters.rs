@@ -178,7 +178,7 @@ mod tests {
     fn prose_passes_and_junk_fails() {
         let config = FilterConfig::default();
         let prose = "The quick brown fox jumps over the lazy dog, and that is how the story of the fox begins. "
-            .repeat(1)
+            .to_string()
             + "It was a cold morning with frost on the fields. The farmer had to walk to the barn before dawn. "
             + "He found the fox waiting there, patient as ever, and the two of them looked at each other for a long time. "
             + "Nobody in the village believed him when he told them about it later that day.";

@@ -17,7 +17,7 @@ const ENGLISH_COMMON: [&str; 24] = [
 ];
 
 /// Writing system of most letters in a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Script {
     /// Latin letters.
@@ -37,6 +37,7 @@ pub enum Script {
     /// Korean Hangul.
     Hangul,
     /// Something else, or no letters.
+    #[default]
     Other,
 }
 
@@ -132,12 +133,6 @@ pub struct Signals {
     pub script: Script,
     /// `en` for English-looking prose, `code` for source-like text, else `und`.
     pub lang_hint: &'static str,
-}
-
-impl Default for Script {
-    fn default() -> Self {
-        Script::Other
-    }
 }
 
 /// Reusable buffers, one per worker thread.

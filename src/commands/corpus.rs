@@ -140,7 +140,7 @@ fn render_report(report: &RunReport, config: &PipelineConfig) -> String {
     let total = m.timings.get("total").copied().unwrap_or(0.0);
     out.push_str(&format!("time: {total:.2} s ({:.1} MB/s of text)\n", t.bytes_in as f64 / 1e6 / total.max(1e-9)));
     out.push_str(&format!("outputs in {}:\n", config.out.display()));
-    for (_, rel) in &m.outputs {
+    for rel in m.outputs.values() {
         out.push_str(&format!("  {rel}\n"));
     }
     out.push_str("  manifest.json\n");
