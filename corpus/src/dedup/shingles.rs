@@ -6,31 +6,36 @@ use crate::hashing::{hash_bytes, mix};
 /// that differ only in case or spacing share a key. `buf` is scratch space.
 pub fn exact_key(text: &str, buf: &mut Vec<u8>) -> u128 {
     buf.clear();
-    if text.is_ascii() {
-        // Branch-free: every byte is written (lowercased, whitespace as ' '), and the write
-        // position advances unless the byte is whitespace following whitespace.
-        buf.resize(text.len(), 0);
-        let (mut w, mut prev_space) = (0usize, true);
-        for &b in text.as_bytes() {
+    buf.resize(text.len() + 4, 0);
+    let bytes = text.as_bytes();
+    let (mut w, mut prev_space, mut i) = (0usize, true, 0usize);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            // Branch-free for ASCII: every byte is written (lowercased, whitespace as ' '), and
+            // the write position advances unless the byte is whitespace following whitespace.
             let space = b.is_ascii_whitespace();
             buf[w] = if space { b' ' } else { b.to_ascii_lowercase() };
             w += usize::from(!(space && prev_space));
             prev_space = space;
-        }
-        buf.truncate(w);
-        if buf.last() == Some(&b' ') {
-            buf.pop();
-        }
-    } else {
-        let mut utf8 = [0u8; 4];
-        for (i, word) in text.split_whitespace().enumerate() {
-            if i > 0 {
-                buf.push(b' ');
+            i += 1;
+        } else {
+            // A multi-byte character: lowercase it (possibly into several characters).
+            let c = text[i..].chars().next().expect("char boundary");
+            for lower in c.to_lowercase() {
+                let needed = w + lower.len_utf8();
+                if needed > buf.len() {
+                    buf.resize(needed + 16, 0);
+                }
+                w += lower.encode_utf8(&mut buf[w..]).len();
             }
-            for c in word.chars().flat_map(char::to_lowercase) {
-                buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
+            prev_space = false;
+            i += c.len_utf8();
         }
+    }
+    buf.truncate(w);
+    if buf.last() == Some(&b' ') {
+        buf.pop();
     }
     xxhash_rust::xxh3::xxh3_128(buf)
 }
