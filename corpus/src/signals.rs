@@ -446,16 +446,16 @@ fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
         grams.truncate(windows);
         if n <= 5 {
             counts.reset(windows);
-            let mut best: (u32, usize) = (0, 0);
-            for (i, &g) in grams.iter().enumerate() {
-                let count = counts.increment(g);
-                if count > best.0 {
-                    best = (count, i);
-                }
+            let mut max = 0;
+            for &g in grams.iter() {
+                max = max.max(counts.increment(g));
             }
             if n <= 4 {
-                // Most frequent n-gram: its characters (words plus separating spaces) × its count.
-                let (count, i) = best;
+                // Most frequent n-gram: its characters (words plus separating spaces) × its
+                // count. Ties go to the earliest first occurrence, as Python's
+                // `Counter.most_common` in datatrove.
+                let i = grams.iter().position(|&g| counts.get(g) == max).expect("a gram has the max count");
+                let count = max;
                 s.top_ngram_frac[n - 2] = frac((span_chars(i, n) + (n as u64 - 1)) * u64::from(count), total);
                 continue;
             }

@@ -4,3 +4,4 @@ mod common;
 mod dedup_quality;
 mod ingest_formats;
 mod pipeline_runs;
+mod signals_reference;
