@@ -46,6 +46,10 @@ pub enum CorpusCommand {
     Filter(RunArgs),
     /// Ingest and deduplicate (exact + MinHash-LSH), without signals or quality rules.
     Dedup(RunArgs),
+    /// Ingest and mark documents containing evaluation items (--eval FILE, repeatable).
+    ///
+    /// Example: mixforge corpus decontam recipes/demo.toml --eval ../shared/data/eval/gsm8k-test.jsonl
+    Decontam(RunArgs),
 }
 
 /// Inputs, outputs and stage settings shared by the corpus commands. Flags override the recipe.
@@ -98,6 +102,16 @@ pub struct RunArgs {
     /// Seed of the MinHash permutations.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// An evaluation set (JSONL) to decontaminate against (repeatable; the benchmark name is
+    /// the file stem). Adds to the recipe's [decontam] evals.
+    #[arg(long = "eval", value_name = "FILE")]
+    pub evals: Vec<std::path::PathBuf>,
+    /// Words per decontamination n-gram [recipe or 13].
+    #[arg(long)]
+    pub decontam_ngram: Option<usize>,
+    /// Drop contaminated documents instead of only marking them.
+    #[arg(long)]
+    pub drop_contaminated: bool,
     /// Print the manifest as JSON on stdout instead of the summary table.
     #[arg(long)]
     pub json: bool,

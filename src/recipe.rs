@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use corpus::config::{DedupConfig, FilterConfig, SourceConfig};
+use corpus::decontam::DecontamConfig;
 use serde::Deserialize;
 
 /// A recipe file. Each section is optional; absent settings take their defaults.
@@ -20,6 +21,9 @@ pub struct Recipe {
     /// Duplicate detection.
     #[serde(default)]
     pub dedup: DedupConfig,
+    /// Decontamination against evaluation sets.
+    #[serde(default)]
+    pub decontam: Option<DecontamConfig>,
     /// Documents per parallel batch.
     #[serde(default)]
     pub batch_docs: Option<usize>,
@@ -31,6 +35,13 @@ impl Recipe {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
         let mut recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(decontam) = &mut recipe.decontam {
+            for eval in &mut decontam.evals {
+                if eval.is_relative() {
+                    *eval = base.join(&*eval);
+                }
+            }
+        }
         for source in &mut recipe.sources {
             for p in &mut source.paths {
                 if Path::new(p.as_str()).is_relative() {

@@ -26,6 +26,8 @@ pub struct Counts {
     pub bytes_rejected: BTreeMap<String, u64>,
     /// Documents failing each quality rule, whether or not the filter drops them.
     pub filter_flagged: BTreeMap<String, u64>,
+    /// Documents containing an item of each benchmark, whether or not they are dropped.
+    pub contaminated: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -54,6 +56,11 @@ impl Counts {
     /// Counts a failed rule.
     pub fn add_flag(&mut self, rule: &str) {
         *self.filter_flagged.entry(rule.to_string()).or_default() += 1;
+    }
+
+    /// Counts a contaminated document.
+    pub fn add_contaminated(&mut self, benchmark: &str) {
+        *self.contaminated.entry(benchmark.to_string()).or_default() += 1;
     }
 
     /// Whether `docs_in = docs_kept + Σ dropped` and the same for bytes.

@@ -309,6 +309,8 @@ pub struct PipelineConfig {
     pub filter: FilterConfig,
     /// Duplicate detection.
     pub dedup: DedupConfig,
+    /// Decontamination against evaluation sets (off when absent).
+    pub decontam: Option<crate::decontam::DecontamConfig>,
     /// Stages to run.
     pub stages: Stages,
     /// Fail on the first malformed record instead of counting it.

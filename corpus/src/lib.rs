@@ -11,6 +11,7 @@
 //!     sources: vec![SourceConfig::new("web", vec!["data/web/*.jsonl.zst".into()])],
 //!     filter: FilterConfig::default(),
 //!     dedup: DedupConfig::default(),
+//!     decontam: None,
 //!     stages: Stages::ALL,
 //!     strict: false,
 //!     out: "runs/web".into(),
@@ -25,6 +26,7 @@
 pub mod accounting;
 pub mod atomic;
 pub mod config;
+pub mod decontam;
 pub mod dedup;
 mod error;
 pub mod filters;

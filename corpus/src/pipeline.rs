@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::accounting::{Accounting, SourceCounts};
 use crate::atomic::{self, AtomicFile};
 use crate::config::{DedupConfig, FilterConfig, FilterMode, PipelineConfig, Stages};
+use crate::decontam::{DecontamConfig, EvalIndex};
 use crate::dedup::{self, DedupReport, Engine, Entry, LshParams, MinHasher, Verdict, shingles};
 use crate::error::{Error, IoContext, Result};
 use crate::filters;
@@ -77,6 +78,10 @@ pub struct Manifest {
     pub dedup: DedupConfig,
     /// What dedup found (absent when it did not run).
     pub dedup_report: Option<DedupReport>,
+    /// Decontamination settings (absent when it did not run).
+    pub decontam: Option<DecontamConfig>,
+    /// Items indexed per benchmark.
+    pub eval_items: BTreeMap<String, u64>,
     /// Wall time per stage, seconds.
     pub timings: BTreeMap<String, f64>,
     /// Output files, relative to the run directory.
@@ -106,6 +111,7 @@ struct Run<'a> {
     source_domain: Vec<u32>,
     domains: Vec<String>,
     source_names: Vec<String>,
+    evals: Option<EvalIndex>,
     progress: &'a dyn Progress,
 }
 
@@ -131,6 +137,7 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
         source_domain,
         domains,
         source_names: config.sources.iter().map(|s| s.display_name().to_string()).collect(),
+        evals: config.decontam.as_ref().map(EvalIndex::build).transpose()?,
         progress,
     };
     let mut timings = BTreeMap::new();
@@ -172,11 +179,16 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
         None
     };
 
+    let benchmarks: Vec<String> = run.evals.as_ref().map(|e| e.benchmarks().to_vec()).unwrap_or_default();
     for r in &records {
-        let reason = r.drop.map(DropReason::name);
+        let reason = r.drop.map(|d| d.name(&benchmarks));
+        let contaminated_by = r.contamination.map(|hit| benchmarks[usize::from(hit.benchmark)].as_str());
         accounting.update(usize::from(r.source.0), |c| {
             c.add_doc(r.bytes, reason.as_deref());
             r.rules.iter().for_each(|rule| c.add_flag(rule.name()));
+            if let Some(benchmark) = contaminated_by {
+                c.add_contaminated(benchmark);
+            }
         });
     }
     assert!(accounting.balances(), "every document is kept or dropped with a reason");
@@ -193,7 +205,7 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
     let summary_rows;
     {
         let started = Instant::now();
-        profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &run.domains)?;
+        profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &run.domains, &benchmarks)?;
         let (mut table, rows) = summary::summarize(&records, &run.domains)?;
         summary::write_parquet(&config.out.join("summary.parquet"), &mut table)?;
         atomic::write_json(&config.out.join("summary.json"), &rows)?;
@@ -213,6 +225,12 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
         filter: config.filter.clone(),
         dedup: config.dedup.clone(),
         dedup_report,
+        decontam: config.decontam.clone(),
+        eval_items: run
+            .evals
+            .as_ref()
+            .map(|e| e.benchmarks().iter().cloned().zip(e.item_counts().iter().copied()).collect())
+            .unwrap_or_default(),
         timings,
         outputs,
     };
@@ -254,10 +272,16 @@ impl Run<'_> {
     /// Pass 1: read, compute signals, rules and dedup keys; count and write rejects.
     fn analyze(&self, rejects: &mut AtomicFile, accounting: &mut Accounting) -> Result<(Vec<DocRecord>, Vec<Keys>)> {
         let stages = self.config.stages;
-        let dedup_config = &self.config.dedup;
-        let hasher =
-            (stages.dedup && dedup_config.minhash).then(|| MinHasher::new(dedup_config.num_perm, dedup_config.seed));
-        let lsh = Engine::new(dedup_config).lsh();
+        let dedup = &self.config.dedup;
+        let analyzer = Analyzer {
+            stages,
+            filter: &self.config.filter,
+            dedup,
+            hasher: (stages.dedup && dedup.minhash).then(|| MinHasher::new(dedup.num_perm, dedup.seed)),
+            lsh: Engine::new(dedup).lsh(),
+            evals: self.evals.as_ref(),
+            drop_contaminated: self.config.decontam.as_ref().is_some_and(|d| d.drop),
+        };
         let mut records = Vec::new();
         let mut keys = Vec::new();
         let files: Vec<&InputFile> = self.files.iter().collect();
@@ -291,10 +315,7 @@ impl Run<'_> {
                 .into_par_iter()
                 .map_init(
                     || (Scratch::default(), Buffers::default()),
-                    |(scratch, buffers), doc| {
-                        let filter = &self.config.filter;
-                        analyze_doc(doc, stages, mode, filter, dedup_config, hasher.as_ref(), lsh, scratch, buffers)
-                    },
+                    |(scratch, buffers), doc| analyzer.analyze(doc, mode, scratch, buffers),
                 )
                 .collect();
             for (record, key) in analyzed {
@@ -402,44 +423,57 @@ struct Buffers {
     signature: Vec<u64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn analyze_doc(
-    doc: Document,
+/// What pass 1 computes for every document, shared read-only by the worker threads.
+struct Analyzer<'a> {
     stages: Stages,
-    mode: FilterMode,
-    filter: &FilterConfig,
-    dedup_config: &DedupConfig,
-    hasher: Option<&MinHasher>,
+    filter: &'a FilterConfig,
+    dedup: &'a DedupConfig,
+    hasher: Option<MinHasher>,
     lsh: LshParams,
-    scratch: &mut Scratch,
-    buffers: &mut Buffers,
-) -> (DocRecord, Keys) {
-    let signals = (stages.profile || mode != FilterMode::Off).then(|| signals::compute(&doc.text, scratch));
-    let rules = match (&signals, mode) {
-        (Some(s), FilterMode::Annotate | FilterMode::Drop) => filters::evaluate(filter, s),
-        _ => Default::default(),
-    };
-    let drop = (mode == FilterMode::Drop).then(|| rules.first()).flatten().map(DropReason::Filter);
-    let exact =
-        if stages.dedup && dedup_config.exact { shingles::exact_key(&doc.text, &mut buffers.normalized) } else { 0 };
-    let mut bands = Vec::new();
-    if let Some(hasher) = hasher {
-        shingles::word_hashes(&doc.text, &mut buffers.words);
-        shingles::shingles(&buffers.words, dedup_config.ngram, &mut buffers.shingles);
-        hasher.signature(&buffers.shingles, &mut buffers.signature);
-        lsh.band_keys(&buffers.signature, &mut bands);
+    evals: Option<&'a EvalIndex>,
+    drop_contaminated: bool,
+}
+
+impl Analyzer<'_> {
+    fn analyze(
+        &self,
+        doc: Document,
+        mode: FilterMode,
+        scratch: &mut Scratch,
+        buffers: &mut Buffers,
+    ) -> (DocRecord, Keys) {
+        let stages = self.stages;
+        let signals = (stages.profile || mode != FilterMode::Off).then(|| signals::compute(&doc.text, scratch));
+        let rules = match (&signals, mode) {
+            (Some(s), FilterMode::Annotate | FilterMode::Drop) => filters::evaluate(self.filter, s),
+            _ => Default::default(),
+        };
+        let contamination = self.evals.and_then(|index| index.find(&doc.text, &mut buffers.words));
+        let drop = (mode == FilterMode::Drop).then(|| rules.first()).flatten().map(DropReason::Filter).or_else(|| {
+            contamination.filter(|_| self.drop_contaminated).map(|hit| DropReason::Contaminated(hit.benchmark))
+        });
+        let exact =
+            if stages.dedup && self.dedup.exact { shingles::exact_key(&doc.text, &mut buffers.normalized) } else { 0 };
+        let mut bands = Vec::new();
+        if let Some(hasher) = &self.hasher {
+            shingles::word_hashes(&doc.text, &mut buffers.words);
+            shingles::shingles(&buffers.words, self.dedup.ngram, &mut buffers.shingles);
+            hasher.signature(&buffers.shingles, &mut buffers.signature);
+            self.lsh.band_keys(&buffers.signature, &mut bands);
+        }
+        let record = DocRecord {
+            id: doc.id,
+            source: doc.source,
+            source_id: doc.source_id,
+            bytes: doc.text.len() as u64,
+            signals,
+            rules,
+            contamination,
+            drop,
+            dup_cluster: None,
+        };
+        (record, Keys { exact, bands })
     }
-    let record = DocRecord {
-        id: doc.id,
-        source: doc.source,
-        source_id: doc.source_id,
-        bytes: doc.text.len() as u64,
-        signals,
-        rules,
-        drop,
-        dup_cluster: None,
-    };
-    (record, Keys { exact, bands })
 }
 
 /// The run directory's main outputs, for callers that print where things landed.

@@ -29,15 +29,19 @@ pub enum DropReason {
     ExactDup,
     /// Near duplicate of its cluster's keeper.
     NearDup,
+    /// Contains an evaluation item of this benchmark (index into the run's benchmarks).
+    Contaminated(u16),
 }
 
 impl DropReason {
-    /// The `drop_reason` string: `filter:<rule>`, `exact_dup` or `near_dup`.
-    pub fn name(self) -> String {
+    /// The `drop_reason` string: `filter:<rule>`, `exact_dup`, `near_dup` or
+    /// `contaminated:<benchmark>`; `benchmarks` names the run's evaluation sets.
+    pub fn name(self, benchmarks: &[String]) -> String {
         match self {
             DropReason::Filter(rule) => format!("filter:{}", rule.name()),
             DropReason::ExactDup => "exact_dup".into(),
             DropReason::NearDup => "near_dup".into(),
+            DropReason::Contaminated(b) => format!("contaminated:{}", benchmarks[usize::from(b)]),
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct DocRecord {
     pub signals: Option<Signals>,
     /// Rules it failed.
     pub rules: RuleSet,
+    /// The first evaluation item it contains, when any.
+    pub contamination: Option<crate::decontam::Hit>,
     /// Why it was dropped, when it was.
     pub drop: Option<DropReason>,
     /// Smallest id of its duplicate cluster, when it has duplicates.
@@ -119,6 +125,8 @@ pub fn schema() -> Schema {
         Field::new("script", DataType::Utf8, true),
         Field::new("lang_hint", DataType::Utf8, true),
         Field::new("filter_flags", DataType::Utf8, true),
+        Field::new("contaminated_by", DataType::Utf8, true),
+        Field::new("contaminated_item", DataType::UInt64, true),
         Field::new("kept", DataType::Boolean, false),
         Field::new("drop_reason", DataType::Utf8, true),
         Field::new("dup_cluster", DataType::UInt64, true),
@@ -127,7 +135,13 @@ pub fn schema() -> Schema {
 }
 
 /// Writes `records` to `path` atomically. `source_names[i]` and `domains[i]` name source `i`.
-pub fn write(path: &Path, records: &[DocRecord], source_names: &[String], domains: &[String]) -> Result<()> {
+pub fn write(
+    path: &Path,
+    records: &[DocRecord],
+    source_names: &[String],
+    domains: &[String],
+    benchmarks: &[String],
+) -> Result<()> {
     const CHUNK: usize = 65_536;
     let schema = Arc::new(schema());
     let parquet_err = |source| Error::Parquet { path: path.to_path_buf(), source };
@@ -141,7 +155,7 @@ pub fn write(path: &Path, records: &[DocRecord], source_names: &[String], domain
         .build();
     let mut writer = ArrowWriter::try_new(file.writer(), schema.clone(), Some(props)).map_err(parquet_err)?;
     for chunk in records.chunks(CHUNK) {
-        let batch = RecordBatch::try_new(schema.clone(), columns(chunk, source_names, domains))
+        let batch = RecordBatch::try_new(schema.clone(), columns(chunk, source_names, domains, benchmarks))
             .map_err(|e| parquet_err(e.into()))?;
         writer.write(&batch).map_err(parquet_err)?;
     }
@@ -149,7 +163,7 @@ pub fn write(path: &Path, records: &[DocRecord], source_names: &[String], domain
     file.commit()
 }
 
-fn columns(records: &[DocRecord], source_names: &[String], domains: &[String]) -> Vec<ArrayRef> {
+fn columns(records: &[DocRecord], source_names: &[String], domains: &[String], benchmarks: &[String]) -> Vec<ArrayRef> {
     let n = records.len();
     let mut doc_id = UInt64Builder::with_capacity(n);
     let mut source_id = StringBuilder::new();
@@ -159,6 +173,8 @@ fn columns(records: &[DocRecord], source_names: &[String], domains: &[String]) -
     let mut script = StringBuilder::new();
     let mut lang = StringBuilder::new();
     let mut flags = StringBuilder::new();
+    let mut contaminated_by = StringBuilder::new();
+    let mut contaminated_item = UInt64Builder::with_capacity(n);
     let mut kept = BooleanBuilder::with_capacity(n);
     let mut drop_reason = StringBuilder::new();
     let mut dup_cluster = UInt64Builder::with_capacity(n);
@@ -172,8 +188,10 @@ fn columns(records: &[DocRecord], source_names: &[String], domains: &[String]) -
         script.append_option(r.signals.as_ref().map(|s| s.script.name()));
         lang.append_option(r.signals.as_ref().map(|s| s.lang_hint));
         flags.append_option(r.rules.names());
+        contaminated_by.append_option(r.contamination.map(|hit| &benchmarks[usize::from(hit.benchmark)]));
+        contaminated_item.append_option(r.contamination.map(|hit| u64::from(hit.item)));
         kept.append_value(r.drop.is_none());
-        drop_reason.append_option(r.drop.map(DropReason::name));
+        drop_reason.append_option(r.drop.map(|d| d.name(benchmarks)));
         dup_cluster.append_option(r.dup_cluster.map(DocId::get));
     }
     let mut out: Vec<ArrayRef> = vec![
@@ -197,6 +215,8 @@ fn columns(records: &[DocRecord], source_names: &[String], domains: &[String]) -
         Arc::new(script.finish()) as ArrayRef,
         Arc::new(lang.finish()),
         Arc::new(flags.finish()),
+        Arc::new(contaminated_by.finish()),
+        Arc::new(contaminated_item.finish()),
         Arc::new(kept.finish()),
         Arc::new(drop_reason.finish()),
         Arc::new(dup_cluster.finish()),

@@ -30,6 +30,7 @@ pub fn config(sources: Vec<SourceConfig>, out: &Path) -> PipelineConfig {
         sources,
         filter: FilterConfig::default(),
         dedup: DedupConfig::default(),
+        decontam: None,
         stages: Stages::ALL,
         strict: false,
         out: out.to_path_buf(),

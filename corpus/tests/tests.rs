@@ -1,6 +1,7 @@
 //! Integration tests of the corpus crate on real data from `../shared/data`.
 
 mod common;
+mod decontamination;
 mod dedup_quality;
 mod ingest_formats;
 mod pipeline_runs;

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use corpus::config::{DedupScope, FilterMode, PipelineConfig, Stages};
+use corpus::decontam::DecontamConfig;
 use corpus::pipeline::{self, RunReport};
 
 use crate::cli::{CorpusCommand, FilterModeArg, RunArgs, ScopeArg};
@@ -18,6 +19,13 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         CorpusCommand::Profile(args) => (args, Stages { profile: true, filter: false, dedup: false }),
         CorpusCommand::Filter(args) => (args, Stages { profile: true, filter: true, dedup: false }),
         CorpusCommand::Dedup(args) => (args, Stages { profile: false, filter: false, dedup: true }),
+        CorpusCommand::Decontam(args) => {
+            anyhow::ensure!(
+                !args.evals.is_empty() || args.recipe.is_some(),
+                "corpus decontam needs evaluation sets: --eval FILE (repeatable) or a recipe with [decontam] evals"
+            );
+            (args, Stages { profile: false, filter: false, dedup: false })
+        }
     };
     let json = args.json;
     let config = pipeline_config(args, stages)?;
@@ -74,6 +82,16 @@ fn pipeline_config(args: RunArgs, stages: Stages) -> Result<PipelineConfig> {
             ScopeArg::PerDomain => DedupScope::PerDomain,
         };
     }
+    if !args.evals.is_empty() || args.decontam_ngram.is_some() || args.drop_contaminated {
+        let decontam =
+            recipe.decontam.get_or_insert_with(|| DecontamConfig { evals: Vec::new(), ngram: 13, drop: false });
+        decontam.evals.extend(args.evals.iter().cloned());
+        if let Some(n) = args.decontam_ngram {
+            decontam.ngram = n;
+        }
+        decontam.drop |= args.drop_contaminated;
+    }
+    let dedup = &mut recipe.dedup;
     dedup.verify &= !args.no_verify;
     dedup.minhash &= !args.no_minhash;
     dedup.exact &= !args.no_exact;
@@ -81,6 +99,7 @@ fn pipeline_config(args: RunArgs, stages: Stages) -> Result<PipelineConfig> {
         sources: recipe.sources,
         filter: recipe.filter,
         dedup: recipe.dedup,
+        decontam: recipe.decontam,
         stages,
         strict: args.strict,
         out: args.out.unwrap_or_else(recipe::default_out),
@@ -115,6 +134,12 @@ fn render_report(report: &RunReport, config: &PipelineConfig) -> String {
         out.push_str(&format!("quality rules ({mode}):\n"));
         for (rule, n) in &t.filter_flagged {
             out.push_str(&format!("  {rule}: {n}\n"));
+        }
+    }
+    if !t.contaminated.is_empty() {
+        out.push_str("contaminated documents (by benchmark):\n");
+        for (benchmark, n) in &t.contaminated {
+            out.push_str(&format!("  {benchmark}: {n}\n"));
         }
     }
     if let Some(d) = &m.dedup_report {

@@ -40,11 +40,27 @@ pub fn exact_key(text: &str, buf: &mut Vec<u8>) -> u128 {
     xxhash_rust::xxh3::xxh3_128(buf)
 }
 
-/// Hashes of the normalized words of `text`: maximal runs of letters and digits, lowercased,
-/// with every digit mapped to `0` (as datatrove's `simplify_text`), so punctuation, spacing and
-/// numbers do not separate near-duplicates.
+/// How digits are normalized in [`word_hashes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digits {
+    /// Every digit becomes `0`, so numbers do not separate near-duplicates (dedup).
+    Zeroed,
+    /// Digits are kept: templated text that differs only in its numbers is different
+    /// (decontamination, where zeroing matched unrelated GSM8K problems).
+    Kept,
+}
+
+/// Hashes of the normalized words of `text` with digits zeroed: see [`word_hashes_with`].
 pub fn word_hashes(text: &str, out: &mut Vec<u64>) {
+    word_hashes_with(text, Digits::Zeroed, out);
+}
+
+/// Hashes of the normalized words of `text`: maximal runs of letters and digits, lowercased,
+/// digits as `digits` says (zeroed as in datatrove's `simplify_text`), so punctuation and
+/// spacing never separate near-duplicates.
+pub fn word_hashes_with(text: &str, digits: Digits, out: &mut Vec<u64>) {
     out.clear();
+    let zero = digits == Digits::Zeroed;
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut Vec<u64>| {
         if !word.is_empty() {
@@ -57,14 +73,18 @@ pub fn word_hashes(text: &str, out: &mut Vec<u64>) {
             match b {
                 b'a'..=b'z' => word.push(b as char),
                 b'A'..=b'Z' => word.push((b + 32) as char),
-                b'0'..=b'9' => word.push('0'),
+                b'0'..=b'9' => word.push(if zero { '0' } else { b as char }),
                 _ => flush(&mut word, out),
             }
         }
     } else {
         for c in text.chars() {
             if c.is_numeric() {
-                word.push('0');
+                if zero {
+                    word.push('0');
+                } else {
+                    word.push(c);
+                }
             } else if c.is_alphanumeric() {
                 word.extend(c.to_lowercase());
             } else {
