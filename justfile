@@ -17,3 +17,7 @@ bench-corpus:
 lint:
     cargo fmt --all --check
     CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mixforge-target}" cargo clippy --release --workspace --all-targets -- -D warnings
+
+# mixforge vs Python tokenizers 0.23.3: tokens/s on the same documents, tokenizer and threads.
+bench-tokenize:
+    bash bench/tokenize.sh

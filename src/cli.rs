@@ -23,6 +23,38 @@ pub enum Command {
     /// Profile, filter and deduplicate a corpus.
     #[command(subcommand)]
     Corpus(CorpusCommand),
+    /// Tokenizer tools.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+}
+
+/// `mixforge tokenizer ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenizerCommand {
+    /// Time encoding a JSONL file's texts with a tokenizer.json: tokens/s and MB/s.
+    ///
+    /// Loads every `text` field first, warms up, then encodes them all --runs times (in
+    /// parallel over documents; --threads bounds it) and prints the median.
+    ///
+    /// Example: mixforge --threads 2 tokenizer bench --tokenizer tokenizer.json --input docs.jsonl
+    Bench(TokenizerBenchArgs),
+}
+
+/// `tokenizer bench` flags.
+#[derive(Debug, Args)]
+pub struct TokenizerBenchArgs {
+    /// The tokenizer.json.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// JSONL with a `text` field per line.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Timed runs (after one warm-up on 50 documents).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Add the tokenizer's special tokens (e.g. BOS), as Python's encode_batch does by default.
+    #[arg(long)]
+    pub add_special_tokens: bool,
 }
 
 /// `mixforge corpus ...`
@@ -50,6 +82,95 @@ pub enum CorpusCommand {
     ///
     /// Example: mixforge corpus decontam recipes/demo.toml --eval ../shared/data/eval/gsm8k-test.jsonl
     Decontam(RunArgs),
+    /// Tokenize a run's kept documents into training shards.
+    ///
+    /// Writes SHARDS/<domain>/{train,val}-NNNNN.{bin,idx}, SHARDS/tokenizer.json and
+    /// SHARDS/manifest.json. Resumable: a rerun skips finished chunks.
+    ///
+    /// Example: mixforge corpus shard --in runs/demo --vocab-size 8192 --out runs/demo/shards
+    Shard(ShardArgs),
+    /// Print a document's text decoded from its shard tokens.
+    ///
+    /// Example: mixforge corpus decode --shards runs/demo/shards --doc 3:17
+    Decode(DecodeArgs),
+    /// Build a full-text search index over a run's kept documents.
+    ///
+    /// Example: mixforge corpus index --in runs/demo --out runs/demo/index
+    Index(IndexArgs),
+    /// Search an index: ids, domains, scores and snippets.
+    ///
+    /// Example: mixforge corpus search --index runs/demo/index "post office stamps" --domain math
+    Search(SearchArgs),
+}
+
+/// `corpus shard` flags.
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// A corpus run directory (holding kept/).
+    #[arg(long = "in", value_name = "DIR")]
+    pub input: PathBuf,
+    /// Shard directory to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A tokenizer.json to use (e.g. a Llama or GPT-NeoX tokenizer).
+    #[arg(long, conflicts_with = "vocab_size", required_unless_present = "vocab_size")]
+    pub tokenizer: Option<PathBuf>,
+    /// Train a byte-level BPE of this vocabulary size on a sample of the kept documents.
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
+    /// Documents per domain sampled to train the tokenizer.
+    #[arg(long, default_value_t = 2000)]
+    pub sample_docs: usize,
+    /// Fraction of documents held out for validation (by document-id hash).
+    #[arg(long, default_value_t = 0.05)]
+    pub val_fraction: f64,
+    /// Seed of the split hash.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Documents per chunk, the unit a resumed run skips.
+    #[arg(long, default_value_t = 8192)]
+    pub chunk_docs: usize,
+}
+
+/// `corpus decode` flags.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Shard directory.
+    #[arg(long)]
+    pub shards: PathBuf,
+    /// Document id, as FILE:ROW (as printed) or the raw number of profile.parquet's doc_id.
+    #[arg(long)]
+    pub doc: String,
+}
+
+/// `corpus index` flags.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// A corpus run directory (holding kept/ and profile.parquet).
+    #[arg(long = "in", value_name = "DIR")]
+    pub input: PathBuf,
+    /// Index directory (replaced if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `corpus search` flags.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Index directory.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Query: words (any may match; ranked by BM25), "a phrase", +required, -excluded.
+    pub query: String,
+    /// Only this domain.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Most results.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// One JSON object per line (doc_id, doc, source_id, domain, score, words, snippet).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Inputs, outputs and stage settings shared by the corpus commands. Flags override the recipe.

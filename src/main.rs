@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         cli::Command::Corpus(command) => commands::corpus::run(command),
+        cli::Command::Tokenizer(cli::TokenizerCommand::Bench(args)) => commands::tokenizer::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

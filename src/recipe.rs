@@ -27,6 +27,68 @@ pub struct Recipe {
     /// Documents per parallel batch.
     #[serde(default)]
     pub batch_docs: Option<usize>,
+    /// Tokenize the kept documents into shards after the corpus stages.
+    #[serde(default)]
+    pub shards: Option<ShardsSection>,
+    /// Build a search index of the kept documents after the corpus stages.
+    #[serde(default)]
+    pub search: Option<SearchSection>,
+}
+
+/// `[shards]`: tokenizer and split settings; shards go to `<out>/shards`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardsSection {
+    /// A tokenizer.json to use; relative to the recipe.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Or train a byte-level BPE of this size.
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    /// Documents per domain sampled to train the tokenizer.
+    #[serde(default = "default_sample_docs")]
+    pub sample_docs: usize,
+    /// Fraction held out for validation.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Seed of the split hash.
+    #[serde(default)]
+    pub split_seed: u64,
+    /// Documents per chunk.
+    #[serde(default = "default_chunk_docs")]
+    pub chunk_docs: usize,
+}
+
+fn default_sample_docs() -> usize {
+    2000
+}
+fn default_val_fraction() -> f64 {
+    0.05
+}
+fn default_chunk_docs() -> usize {
+    8192
+}
+
+/// `[search]`: the index goes to `<out>/index`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// Build the index.
+    #[serde(default = "default_true")]
+    pub index: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Stages the recipe asks for after the corpus pipeline.
+#[derive(Debug, Default)]
+pub struct LaterStages {
+    /// Shards, when asked for.
+    pub shards: Option<ShardsSection>,
+    /// Search index, when asked for.
+    pub search: Option<SearchSection>,
 }
 
 impl Recipe {
@@ -35,6 +97,11 @@ impl Recipe {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
         let mut recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(tokenizer) = recipe.shards.as_mut().and_then(|s| s.tokenizer.as_mut()) {
+            if tokenizer.is_relative() {
+                *tokenizer = base.join(&*tokenizer);
+            }
+        }
         if let Some(decontam) = &mut recipe.decontam {
             for eval in &mut decontam.evals {
                 if eval.is_relative() {

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `mixforge` binary on the bundled demo corpus and bad inputs.
 
 mod corpus_cli;
+mod shards_cli;

@@ -21,7 +21,7 @@ use crate::hashing::{IdentityBuild, mix};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecontamConfig {
-    /// Evaluation sets (JSONL); the benchmark name is the file stem.
+    /// Evaluation sets (JSONL, optionally `.gz`/`.zst`); the benchmark name is the file stem.
     pub evals: Vec<PathBuf>,
     /// Words per n-gram.
     #[serde(default = "default_ngram")]
@@ -75,7 +75,10 @@ impl EvalIndex {
             let benchmark = u16::try_from(index.benchmarks.len())
                 .map_err(|_| Error::Config { field: "decontam.evals".into(), reason: "at most 65535 files".into() })?;
             index.benchmarks.push(name);
-            let text = std::fs::read_to_string(path).at(path)?;
+            let mut text = String::new();
+            let unused_counter = std::sync::atomic::AtomicU64::new(0);
+            std::io::Read::read_to_string(&mut crate::ingest::open_decoded(path, &unused_counter)?, &mut text)
+                .at(path)?;
             let mut n_items = 0u64;
             for (line_idx, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {

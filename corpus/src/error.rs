@@ -56,6 +56,22 @@ pub enum Error {
         /// The underlying error.
         source: polars::error::PolarsError,
     },
+    /// Loading, training or running a tokenizer failed.
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file, or the operation in parentheses.
+        path: PathBuf,
+        /// The library's message.
+        message: String,
+    },
+    /// Building or querying the search index failed.
+    #[error("search index {path}: {source}")]
+    Search {
+        /// The index directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: tantivy::TantivyError,
+    },
     /// A file this stage reads back (an earlier stage's output) is not what it should be.
     #[error("{path}: {reason}")]
     Corrupt {

@@ -36,7 +36,10 @@ pub mod ingest;
 pub mod kept;
 pub mod pipeline;
 pub mod profile;
+pub mod search;
+pub mod shards;
 pub mod signals;
 pub mod summary;
+pub mod tokenize;
 
 pub use error::{Error, Result};

@@ -5,4 +5,5 @@ mod decontamination;
 mod dedup_quality;
 mod ingest_formats;
 mod pipeline_runs;
+mod shards_and_search;
 mod signals_reference;

@@ -14,6 +14,10 @@ use crate::recipe::{self, Recipe};
 /// Runs one corpus command.
 pub fn run(command: CorpusCommand) -> Result<()> {
     let (args, stages) = match command {
+        CorpusCommand::Shard(args) => return super::shards::shard(&args),
+        CorpusCommand::Decode(args) => return super::shards::decode(&args),
+        CorpusCommand::Index(args) => return super::shards::index(&args),
+        CorpusCommand::Search(args) => return super::shards::search(&args),
         CorpusCommand::Run(args) => (args, Stages::ALL),
         CorpusCommand::Ingest(args) => (args, Stages { profile: false, filter: false, dedup: false }),
         CorpusCommand::Profile(args) => (args, Stages { profile: true, filter: false, dedup: false }),
@@ -28,21 +32,27 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         }
     };
     let json = args.json;
-    let config = pipeline_config(args, stages)?;
+    let full_run = stages == Stages::ALL;
+    let (config, later) = pipeline_config(args, stages)?;
     let report =
         pipeline::run(&config, &Bars::new()).with_context(|| format!("corpus run into {}", config.out.display()))?;
+    let mut text = render_report(&report, &config);
+    if full_run {
+        text.push_str(&super::shards::after_run(&config.out, &later)?);
+    }
     let mut stdout = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut stdout, &report.manifest)?;
+        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(config.out.join("manifest.json"))?)?;
+        serde_json::to_writer_pretty(&mut stdout, &manifest)?;
         writeln!(stdout)?;
     } else {
-        write!(stdout, "{}", render_report(&report, &config))?;
+        write!(stdout, "{text}")?;
     }
     Ok(())
 }
 
-/// Recipe first, then flags on top.
-fn pipeline_config(args: RunArgs, stages: Stages) -> Result<PipelineConfig> {
+/// Recipe first, then flags on top. Also returns the recipe's later stages (shards, index).
+fn pipeline_config(args: RunArgs, stages: Stages) -> Result<(PipelineConfig, recipe::LaterStages)> {
     let mut recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?,
         None => Recipe::default(),
@@ -95,7 +105,8 @@ fn pipeline_config(args: RunArgs, stages: Stages) -> Result<PipelineConfig> {
     dedup.verify &= !args.no_verify;
     dedup.minhash &= !args.no_minhash;
     dedup.exact &= !args.no_exact;
-    Ok(PipelineConfig {
+    let later = recipe::LaterStages { shards: recipe.shards, search: recipe.search };
+    let config = PipelineConfig {
         sources: recipe.sources,
         filter: recipe.filter,
         dedup: recipe.dedup,
@@ -104,7 +115,8 @@ fn pipeline_config(args: RunArgs, stages: Stages) -> Result<PipelineConfig> {
         strict: args.strict,
         out: args.out.unwrap_or_else(recipe::default_out),
         batch_docs: recipe.batch_docs.unwrap_or(4096),
-    })
+    };
+    Ok((config, later))
 }
 
 /// The human-readable report printed after a run.

@@ -1,3 +1,5 @@
 //! Command implementations: turn parsed flags into library configs and print results.
 
 pub mod corpus;
+pub mod shards;
+pub mod tokenizer;

@@ -1,0 +1,71 @@
+//! Tokenizers: load any HF `tokenizer.json`, or train a byte-level BPE on a corpus sample,
+//! and encode documents in parallel.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// Special tokens of trained tokenizers, in id order (ids 0..5): document boundaries, padding,
+/// and the chat-template markers instruction tuning uses.
+pub const SPECIAL_TOKENS: [&str; 5] = ["<|bos|>", "<|eos|>", "<|pad|>", "<|im_start|>", "<|im_end|>"];
+
+fn tok_err(path: &Path, e: tokenizers::Error) -> Error {
+    Error::Tokenizer { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// Loads a `tokenizer.json`, with padding and truncation switched off (a file may carry
+/// them, and shards must hold every token of every document).
+pub fn load(path: &Path) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+    tokenizer.with_truncation(None).map_err(|e| tok_err(path, e))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
+/// Trains a byte-level BPE of `vocab_size` tokens (special tokens and the 256 byte symbols
+/// included) on `texts`. No normalizer and no prefix space, so decoding gives back the exact
+/// text.
+pub fn train_bpe(texts: &[String], vocab_size: usize) -> Result<Tokenizer> {
+    let byte_level = ByteLevel::new(false, false, true);
+    let mut tokenizer = Tokenizer::new(BPE::default());
+    tokenizer.with_pre_tokenizer(Some(byte_level)).with_decoder(Some(byte_level)).with_post_processor(Some(byte_level));
+    let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(SPECIAL_TOKENS.iter().map(|s| AddedToken::from(*s, true)).collect())
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
+        .build()
+        .into();
+    tokenizer
+        .train(&mut trainer, texts.iter())
+        .map_err(|e| Error::Tokenizer { path: "(training)".into(), message: e.to_string() })?;
+    Ok(tokenizer)
+}
+
+/// A stable fingerprint: xxh3-64 of the tokenizer's compact JSON serialization.
+pub fn fingerprint(tokenizer: &Tokenizer) -> Result<String> {
+    let json = tokenizer
+        .to_string(false)
+        .map_err(|e| Error::Tokenizer { path: "(serialize)".into(), message: e.to_string() })?;
+    Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes())))
+}
+
+/// Token ids of each text, without special tokens, encoded in parallel.
+pub fn encode_batch(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    let encodings = tokenizer
+        .encode_batch_fast(texts.to_vec(), false)
+        .map_err(|e| Error::Tokenizer { path: "(encode)".into(), message: e.to_string() })?;
+    Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+}
+
+/// Decodes ids back to text, keeping special tokens.
+pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer.decode(ids, false).map_err(|e| Error::Tokenizer { path: "(decode)".into(), message: e.to_string() })
+}
