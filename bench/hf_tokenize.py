@@ -31,13 +31,18 @@ def main():
         encodings = tok.encode_batch(texts)
         seconds.append(time.perf_counter() - t0)
         tokens = sum(len(e.ids) for e in encodings)
+    # Same order-sensitive checksum as `mixforge tokenizer bench`: identical ids, same value.
+    p, checksum = (1 << 61) - 1, 0
+    for e in encodings:
+        doc = sum((t + 1) * (i + 1) % p for i, t in enumerate(e.ids)) % p
+        checksum = (checksum * 1_000_003 + doc) % p
     median = statistics.median(seconds)
     print(json.dumps({
         "tool": f"tokenizers (Python) {version('tokenizers')}",
         "threads": int(os.environ.get("RAYON_NUM_THREADS", "0")) or os.cpu_count(),
         "docs": len(texts), "bytes": n_bytes, "tokens": tokens,
         "runs_s": sorted(seconds), "median_s": median,
-        "tokens_per_s": tokens / median, "mb_per_s": n_bytes / 1e6 / median,
+        "tokens_per_s": tokens / median, "mb_per_s": n_bytes / 1e6 / median, "checksum": checksum,
     }))
 
 

@@ -97,10 +97,10 @@ impl Recipe {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
         let mut recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(tokenizer) = recipe.shards.as_mut().and_then(|s| s.tokenizer.as_mut()) {
-            if tokenizer.is_relative() {
-                *tokenizer = base.join(&*tokenizer);
-            }
+        if let Some(tokenizer) = recipe.shards.as_mut().and_then(|s| s.tokenizer.as_mut())
+            && tokenizer.is_relative()
+        {
+            *tokenizer = base.join(&*tokenizer);
         }
         if let Some(decontam) = &mut recipe.decontam {
             for eval in &mut decontam.evals {

@@ -4,19 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::scratch;
+
 fn mixforge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(root()).output().expect("run mixforge")
 }
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mixforge-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::scratch;
+
 fn mixforge(args: &[&str], failpoint: Option<&str>) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mixforge"));
     command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -12,13 +14,6 @@ fn mixforge(args: &[&str], failpoint: Option<&str>) -> std::process::Output {
         None => command.env_remove("MIXFORGE_FAILPOINT"),
     };
     command.output().expect("run mixforge")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mixforge-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn shard(run: &Path, out: &Path, failpoint: Option<&str>) -> std::process::Output {

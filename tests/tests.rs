@@ -1,4 +1,5 @@
 //! End-to-end tests of the `mixforge` binary on the bundled demo corpus and bad inputs.
 
+mod common;
 mod corpus_cli;
 mod shards_cli;

@@ -13,13 +13,20 @@ use crate::cli::{DecodeArgs, IndexArgs, SearchArgs, ShardArgs};
 use crate::progress::Bars;
 use crate::recipe::LaterStages;
 
+/// A tokenizer file wins over training one; one of the two must be given.
+fn tokenizer_choice(file: Option<&Path>, vocab_size: Option<usize>, sample_docs: usize) -> Result<TokenizerChoice> {
+    match (file, vocab_size) {
+        (Some(path), _) => Ok(TokenizerChoice::File(path.to_path_buf())),
+        (None, Some(vocab_size)) => Ok(TokenizerChoice::Train { vocab_size, sample_docs_per_domain: sample_docs }),
+        (None, None) => bail!(
+            "no tokenizer: give a tokenizer.json (--tokenizer, recipe `tokenizer`) or a vocabulary size to train one (--vocab-size, recipe `vocab_size`)"
+        ),
+    }
+}
+
 /// `corpus shard`.
 pub fn shard(args: &ShardArgs) -> Result<()> {
-    let tokenizer = match (&args.tokenizer, args.vocab_size) {
-        (Some(path), _) => TokenizerChoice::File(path.clone()),
-        (None, Some(vocab_size)) => TokenizerChoice::Train { vocab_size, sample_docs_per_domain: args.sample_docs },
-        (None, None) => bail!("give --tokenizer FILE or --vocab-size N"),
-    };
+    let tokenizer = tokenizer_choice(args.tokenizer.as_deref(), args.vocab_size, args.sample_docs)?;
     let config = ShardConfig {
         input: args.input.clone(),
         out: args.out.clone(),
@@ -127,11 +134,7 @@ pub fn after_run(out: &Path, later: &LaterStages) -> Result<String> {
     let mut report = String::new();
     let mut timings = Vec::new();
     if let Some(s) = &later.shards {
-        let tokenizer = match (&s.tokenizer, s.vocab_size) {
-            (Some(path), _) => TokenizerChoice::File(path.clone()),
-            (None, Some(vocab_size)) => TokenizerChoice::Train { vocab_size, sample_docs_per_domain: s.sample_docs },
-            (None, None) => bail!("recipe [shards]: set `tokenizer` (a tokenizer.json) or `vocab_size`"),
-        };
+        let tokenizer = tokenizer_choice(s.tokenizer.as_deref(), s.vocab_size, s.sample_docs)?;
         let config = ShardConfig {
             input: out.to_path_buf(),
             out: out.join("shards"),

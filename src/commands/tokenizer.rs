@@ -9,7 +9,7 @@ use crate::cli::TokenizerBenchArgs;
 
 /// Loads the texts, warms up, times `runs` full encodings, prints one JSON line.
 pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
-    let tokenizer = corpus::tokenize::load(&args.tokenizer)?;
+    let encoder = corpus::tokenize::Encoder::new(corpus::tokenize::load(&args.tokenizer)?);
     let file = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
     let mut texts = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -23,20 +23,15 @@ pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bytes: usize = refs.iter().map(|t| t.len()).sum();
-    let encode = |batch: &[&str]| -> Result<usize> {
-        let encodings = tokenizer
-            .encode_batch_fast(batch.to_vec(), args.add_special_tokens)
-            .map_err(|e| anyhow::anyhow!("encoding: {e}"))?;
-        Ok(encodings.iter().map(|e| e.len()).sum())
-    };
-    encode(&refs[..refs.len().min(50)])?;
+    encoder.encode_batch(&refs[..refs.len().min(50)], args.add_special_tokens)?;
     let mut seconds = Vec::new();
-    let mut tokens = 0;
+    let mut ids = Vec::new();
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
-        tokens = encode(&refs)?;
+        ids = encoder.encode_batch(&refs, args.add_special_tokens)?;
         seconds.push(started.elapsed().as_secs_f64());
     }
+    let tokens: usize = ids.iter().map(Vec::len).sum();
     seconds.sort_by(f64::total_cmp);
     let median = seconds[seconds.len() / 2];
     let report = serde_json::json!({
@@ -48,8 +43,22 @@ pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
         "runs_s": seconds,
         "median_s": median,
         "tokens_per_s": tokens as f64 / median,
+        "checksum": checksum(&ids),
         "mb_per_s": bytes as f64 / 1e6 / median,
     });
     writeln!(std::io::stdout().lock(), "{report}")?;
     Ok(())
+}
+
+/// An order-sensitive checksum of every id, computed the same way by the Python peer
+/// (`bench/hf_tokenize.py`) so the two tools are shown to produce identical tokens.
+fn checksum(docs: &[Vec<u32>]) -> u64 {
+    const P: u128 = (1 << 61) - 1;
+    let mut sum: u128 = 0;
+    for ids in docs {
+        let doc: u128 =
+            ids.iter().enumerate().map(|(i, &id)| (u128::from(id) + 1) * (i as u128 + 1) % P).sum::<u128>() % P;
+        sum = (sum * 1_000_003 + doc) % P;
+    }
+    sum as u64
 }
