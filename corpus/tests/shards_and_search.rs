@@ -136,6 +136,29 @@ fn user_tokenizers_shard_and_read_back() {
     }
 }
 
+/// The encoder's ASCII shortcut (GPT-NeoX's NFC normalizer skipped on ASCII text) gives the
+/// same ids as the tokenizer itself, on ASCII and non-ASCII real documents alike.
+#[test]
+fn encoder_shortcut_gives_identical_ids() {
+    let path = shared_data().join("tokenizers/gpt-neo-test-tokenizer.json");
+    let tokenizer = tokenize::load(&path).unwrap();
+    let encoder = tokenize::Encoder::new(tokenizer.clone());
+    let mut texts: Vec<String> = gsm8k(200);
+    texts.extend(wiki_articles().into_iter().take(10));
+    texts.push("Ünïcode café — naïve “quotes” and ﬁ ligatures (NFC vs NFKC) 東京".into());
+    let code = std::fs::read_to_string(shared_data().join("corpus/code/rust-crates.jsonl")).unwrap();
+    texts.extend(
+        code.lines()
+            .take(30)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()),
+    );
+    assert!(texts.iter().any(|t| t.is_ascii()) && texts.iter().any(|t| !t.is_ascii()));
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let expected: Vec<Vec<u32>> =
+        tokenizer.encode_batch(refs.clone(), true).unwrap().into_iter().map(|e| e.get_ids().to_vec()).collect();
+    assert_eq!(encoder.encode_batch(&refs, true).unwrap(), expected);
+}
+
 /// A rerun with the same tokenizer skips every finished chunk and gives the same manifest.
 #[test]
 fn rerun_skips_finished_chunks() {
