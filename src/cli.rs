@@ -26,6 +26,86 @@ pub enum Command {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
+    /// Data-mix simulation: runs tables, surrogate fits, predictions.
+    #[command(subcommand)]
+    Mix(MixCommand),
+}
+
+/// `mixforge mix ...`
+#[derive(Debug, Subcommand)]
+pub enum MixCommand {
+    /// Import a RegMix-format swarm (mixtures CSV + metrics CSV, paired by `index`) as a runs table.
+    ///
+    /// Example: mixforge mix import --mixtures train_mixture_1m.csv --metrics train_pile_loss_1m.csv --out runs.csv
+    Import(MixImportArgs),
+    /// Fit a surrogate predicting one metric from mixture weights; prints 5-fold CV scores.
+    ///
+    /// Example: mixforge mix fit --runs runs.csv --target the_pile_pile_cc_val_loss --out model.json
+    Fit(MixFitArgs),
+    /// Predict a metric for mixtures (RegMix mixtures format) with a fitted model.
+    ///
+    /// Writes `index,predicted`. Example: mixforge mix predict --model model.json --mixtures test_mixture_1m.csv --out pred.csv
+    Predict(MixPredictArgs),
+}
+
+/// `mix import` flags.
+#[derive(Debug, Args)]
+pub struct MixImportArgs {
+    /// Mixtures CSV: `index`, then one `train_<domain>` weight column per domain.
+    #[arg(long)]
+    pub mixtures: PathBuf,
+    /// Metrics CSV: `index`, then `metric/<name>` columns.
+    #[arg(long)]
+    pub metrics: PathBuf,
+    /// Runs table to write (CSV).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `mix fit` flags.
+#[derive(Debug, Args)]
+pub struct MixFitArgs {
+    /// Runs table (from `mix import`).
+    #[arg(long)]
+    pub runs: PathBuf,
+    /// Metric to predict, as in the metrics file without `metric/` (e.g. the_pile_pile_cc_val_loss).
+    #[arg(long)]
+    pub target: String,
+    /// Surrogate: auto (best 5-fold CV Spearman), gbdt, mixing-law, linear, ensemble.
+    #[arg(long, value_enum, default_value_t = SurrogateArg::Auto)]
+    pub surrogate: SurrogateArg,
+    /// Model file to write (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `--surrogate` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SurrogateArg {
+    /// The best 5-fold CV Spearman of the others.
+    Auto,
+    /// Gradient-boosted regression trees.
+    Gbdt,
+    /// y = c + exp(Σ t_j w_j), robust fit with restarts.
+    MixingLaw,
+    /// Ridge regression on the weights.
+    Linear,
+    /// Mean of trees and the mixing law.
+    Ensemble,
+}
+
+/// `mix predict` flags.
+#[derive(Debug, Args)]
+pub struct MixPredictArgs {
+    /// Model file (from `mix fit`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Mixtures to predict (RegMix mixtures format).
+    #[arg(long)]
+    pub mixtures: PathBuf,
+    /// Predictions CSV to write: `index,predicted`.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `mixforge tokenizer ...`

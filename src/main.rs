@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Corpus(command) => commands::corpus::run(command),
         cli::Command::Tokenizer(cli::TokenizerCommand::Bench(args)) => commands::tokenizer::bench(&args),
+        cli::Command::Mix(command) => commands::mix::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

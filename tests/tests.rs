@@ -2,4 +2,5 @@
 
 mod common;
 mod corpus_cli;
+mod mix_cli;
 mod shards_cli;

@@ -392,8 +392,10 @@ impl Run<'_> {
     /// Pass 3: writes kept documents to `kept/<domain>.parquet`.
     fn write_kept(&self, records: &[DocRecord]) -> Result<BTreeMap<String, PathBuf>> {
         let mut writer = KeptWriter::new(&self.config.out.join("kept"), self.source_names.clone())?;
-        let kept_files: Vec<&InputFile> =
-            self.files.iter().filter(|f| records.iter().any(|r| r.id.file() == f.file && r.drop.is_none())).collect();
+        // One pass over the records, not one per file: runs may have many thousands of files.
+        let with_kept: std::collections::BTreeSet<_> =
+            records.iter().filter(|r| r.drop.is_none()).map(|r| r.id.file()).collect();
+        let kept_files: Vec<&InputFile> = self.files.iter().filter(|f| with_kept.contains(&f.file)).collect();
         let ids: Vec<DocId> = records.iter().map(|r| r.id).collect();
         self.stream("write kept", &kept_files, |file, items| {
             let domain = &self.domains[self.source_domain[usize::from(file.source.0)] as usize];

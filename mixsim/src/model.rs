@@ -1,0 +1,129 @@
+//! The fitted-model artifact: surrogate parameters plus domain order and target, saved as JSON.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::metrics::{CvReport, kfold_cv};
+use crate::runs::{RunsTable, write_atomic};
+use crate::surrogate::{self, AnySurrogate, Surrogate};
+
+/// The version [`FittedModel::save`] writes and [`FittedModel::load`] reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Which surrogate to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SurrogateKind {
+    /// Ridge regression.
+    Linear,
+    /// Exponential mixing law.
+    MixingLaw,
+    /// Gradient-boosted trees.
+    Gbdt,
+    /// Mean of trees and the mixing law.
+    Ensemble,
+    /// Best 5-fold CV Spearman among the above.
+    Auto,
+}
+
+/// Folds and seed for [`SurrogateKind::Auto`]; fixed so a refit picks the same surrogate.
+const AUTO_FOLDS: usize = 5;
+const AUTO_SEED: u64 = 17;
+
+/// A fitted surrogate for one target metric, with the domain order its inputs must follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FittedModel {
+    /// Artifact version; see [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The metric predicted, e.g. `the_pile_pile_cc_val_loss`.
+    pub target: String,
+    /// Domain names in input order.
+    pub domains: Vec<String>,
+    /// The surrogate kind and parameters.
+    pub surrogate: AnySurrogate,
+}
+
+impl FittedModel {
+    /// Fits `kind` on every run of `table` for the metric `target`.
+    pub fn fit(table: &RunsTable, target: &str, kind: SurrogateKind) -> Result<FittedModel> {
+        Ok(Self::fit_with_cv(table, target, kind)?.0)
+    }
+
+    /// Like [`FittedModel::fit`], also returning 5-fold CV scores on the runs: every
+    /// candidate's for `Auto` (the choice is the best Spearman), else the chosen kind's.
+    pub fn fit_with_cv(
+        table: &RunsTable,
+        target: &str,
+        kind: SurrogateKind,
+    ) -> Result<(FittedModel, Vec<(String, CvReport)>)> {
+        let (x, y) = table.xy(target)?;
+        let (surrogate, reports) = match kind {
+            SurrogateKind::Auto => surrogate::auto(&x, &y, AUTO_FOLDS, AUTO_SEED),
+            other => {
+                let template = unfitted(other);
+                let report = kfold_cv(|| Box::new(template.clone()), &x, &y, AUTO_FOLDS.min(x.len()), AUTO_SEED);
+                let mut fitted = template.clone();
+                fitted.fit(&x, &y);
+                let name = fitted.name().to_string();
+                (fitted, vec![(name, report)])
+            }
+        };
+        let model = FittedModel {
+            format_version: FORMAT_VERSION,
+            target: target.to_string(),
+            domains: table.domains.clone(),
+            surrogate,
+        };
+        Ok((model, reports))
+    }
+
+    /// Predicts each weight row; `domains` must equal the model's, in order, so a reordered
+    /// input file cannot silently feed weights to the wrong coefficients.
+    pub fn predict_rows(&self, domains: &[String], rows: &[Vec<f64>]) -> Result<Vec<f64>> {
+        if domains != self.domains.as_slice() {
+            return Err(Error::DomainMismatch { expected: self.domains.clone(), got: domains.to_vec() });
+        }
+        Ok(rows.iter().map(|w| self.surrogate.predict(w)).collect())
+    }
+
+    /// Writes pretty JSON atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+        write_atomic(path, &json)
+    }
+
+    /// Reads a model, refusing other format versions before parsing the rest.
+    pub fn load(path: &Path) -> Result<FittedModel> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let json = |source| Error::Json { path: path.to_path_buf(), source };
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_str(&text).map_err(json)?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(Error::FormatVersion {
+                path: path.to_path_buf(),
+                got: version.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        serde_json::from_str(&text).map_err(json)
+    }
+}
+
+/// A fresh surrogate of a concrete kind (not `Auto`).
+fn unfitted(kind: SurrogateKind) -> AnySurrogate {
+    let candidates = surrogate::candidates();
+    let name = match kind {
+        SurrogateKind::Linear => "linear",
+        SurrogateKind::MixingLaw => "mixing_law",
+        SurrogateKind::Gbdt => "gbdt",
+        SurrogateKind::Ensemble | SurrogateKind::Auto => "ensemble",
+    };
+    candidates.into_iter().find(|c| c.name() == name).expect("every kind has a candidate")
+}

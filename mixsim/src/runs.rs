@@ -1,0 +1,238 @@
+//! Proxy-run tables: import RegMix CSVs, pair mixtures with metrics, write and read our own CSV.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// RegMix rounds each of 17 weights to 3 decimals, so sums drift by up to 17 × 0.0005; 47 of
+/// the 512 training rows are off by more than 1e-3 (max 0.004). 1e-2 still catches a missing
+/// or swapped column.
+pub const WEIGHT_SUM_TOLERANCE: f64 = 1e-2;
+
+/// One proxy run: the mixture it trained on and the metrics it reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// The run's id as written in the source files.
+    pub index: String,
+    /// Mixture weights, one per domain in [`RunsTable::domains`] order.
+    pub weights: Vec<f64>,
+    /// Metric values, one per name in [`RunsTable::metrics`] order.
+    pub metrics: Vec<f64>,
+}
+
+/// A set of proxy runs sharing one domain list and one metric list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunsTable {
+    /// Domain names, e.g. `the_pile_pile_cc`.
+    pub domains: Vec<String>,
+    /// Metric names, e.g. `the_pile_pile_cc_val_loss`.
+    pub metrics: Vec<String>,
+    /// The runs, in mixture-file order.
+    pub rows: Vec<Run>,
+}
+
+/// A parsed numeric CSV: header names after `index`, and per row its line, index and values.
+struct NumericCsv {
+    columns: Vec<String>,
+    rows: Vec<(usize, String, Vec<f64>)>,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Reads a CSV whose first column is `index` and the rest are numbers. Plain `split(',')`:
+/// these files never quote, and a quoted cell would fail as a bad number naming its line.
+fn read_numeric_csv(path: &Path) -> Result<NumericCsv> {
+    let text = read_text(path)?;
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let bad_header = |reason| Error::BadHeader { path: path.to_path_buf(), line: 1, reason };
+    let (_, header) = lines.next().ok_or_else(|| bad_header("file is empty"))?;
+    let mut names = header.split(',').map(|s| s.trim().to_string());
+    if names.next().as_deref() != Some("index") {
+        return Err(bad_header("first column must be `index`"));
+    }
+    let columns: Vec<String> = names.collect();
+    let mut rows = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (line, text) in lines {
+        if text.trim().is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = text.split(',').collect();
+        if cells.len() != columns.len() + 1 {
+            return Err(Error::ColumnCount {
+                path: path.to_path_buf(),
+                line,
+                expected: columns.len() + 1,
+                got: cells.len(),
+            });
+        }
+        let index = cells[0].trim().to_string();
+        if seen.insert(index.clone(), line).is_some() {
+            return Err(Error::DuplicateIndex { path: path.to_path_buf(), line, index });
+        }
+        let values = cells[1..]
+            .iter()
+            .zip(&columns)
+            .map(|(cell, column)| {
+                let cell = cell.trim();
+                cell.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| Error::BadNumber {
+                    path: path.to_path_buf(),
+                    line,
+                    column: column.clone(),
+                    got: cell.to_string(),
+                })
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        rows.push((line, index, values));
+    }
+    Ok(NumericCsv { columns, rows })
+}
+
+fn check_weight_sum(path: &Path, line: usize, weights: &[f64]) -> Result<()> {
+    let sum: f64 = weights.iter().sum();
+    if (sum - 1.0).abs() > WEIGHT_SUM_TOLERANCE {
+        return Err(Error::WeightSum { path: path.to_path_buf(), line, sum, tolerance: WEIGHT_SUM_TOLERANCE });
+    }
+    Ok(())
+}
+
+/// Mixtures to predict: run indices, domain names and one weight row per run.
+pub type Mixtures = (Vec<String>, Vec<String>, Vec<Vec<f64>>);
+
+/// Reads a RegMix-style mixture file (`index,train_<domain>...`); `train_` is stripped.
+pub fn read_mixtures(path: &Path) -> Result<Mixtures> {
+    let csv = read_numeric_csv(path)?;
+    let domains = csv.columns.iter().map(|c| c.strip_prefix("train_").unwrap_or(c).to_string()).collect();
+    let mut indices = Vec::with_capacity(csv.rows.len());
+    let mut weights = Vec::with_capacity(csv.rows.len());
+    for (line, index, values) in csv.rows {
+        check_weight_sum(path, line, &values)?;
+        indices.push(index);
+        weights.push(values);
+    }
+    Ok((indices, domains, weights))
+}
+
+impl RunsTable {
+    /// Joins a RegMix mixture file with its metrics file on `index`. Every run must be in both.
+    pub fn import_regmix(mixtures: &Path, metrics: &Path) -> Result<RunsTable> {
+        let (indices, domains, weights) = read_mixtures(mixtures)?;
+        let metric_csv = read_numeric_csv(metrics)?;
+        let metric_names =
+            metric_csv.columns.iter().map(|c| c.strip_prefix("metric/").unwrap_or(c).to_string()).collect();
+        let mut by_index: BTreeMap<String, (usize, Vec<f64>)> =
+            metric_csv.rows.into_iter().map(|(line, index, values)| (index, (line, values))).collect();
+        let mut rows = Vec::with_capacity(indices.len());
+        for (row_idx, (index, weights)) in indices.into_iter().zip(weights).enumerate() {
+            let Some((_, metric_values)) = by_index.remove(&index) else {
+                // Mixture rows are numbered from line 2 after the header; blank lines are rare
+                // enough that re-reading for the exact line is not worth it here.
+                return Err(Error::MissingIndex {
+                    path: mixtures.to_path_buf(),
+                    line: line_of(mixtures, &index).unwrap_or(row_idx + 2),
+                    index,
+                    other: metrics.to_path_buf(),
+                });
+            };
+            rows.push(Run { index, weights, metrics: metric_values });
+        }
+        if let Some((index, (line, _))) = by_index.into_iter().min_by_key(|(_, (line, _))| *line) {
+            return Err(Error::MissingIndex {
+                path: metrics.to_path_buf(),
+                line,
+                index,
+                other: mixtures.to_path_buf(),
+            });
+        }
+        Ok(RunsTable { domains, metrics: metric_names, rows })
+    }
+
+    /// Position of a metric by name.
+    pub fn metric_position(&self, name: &str) -> Result<usize> {
+        self.metrics
+            .iter()
+            .position(|m| m == name)
+            .ok_or_else(|| Error::UnknownMetric { name: name.to_string(), known: self.metrics.clone() })
+    }
+
+    /// Weight rows and one metric's values, ready for a surrogate.
+    pub fn xy(&self, metric: &str) -> Result<(Vec<Vec<f64>>, Vec<f64>)> {
+        let m = self.metric_position(metric)?;
+        Ok(self.rows.iter().map(|r| (r.weights.clone(), r.metrics[m])).unzip())
+    }
+
+    /// Writes `index,w:<domain>...,m:<metric>...`; floats use Rust's shortest round-trip form.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let mut out = String::from("index");
+        for d in &self.domains {
+            out.push_str(&format!(",w:{d}"));
+        }
+        for m in &self.metrics {
+            out.push_str(&format!(",m:{m}"));
+        }
+        out.push('\n');
+        for run in &self.rows {
+            out.push_str(&run.index);
+            for v in run.weights.iter().chain(&run.metrics) {
+                out.push_str(&format!(",{v}"));
+            }
+            out.push('\n');
+        }
+        write_atomic(path, out.as_bytes())
+    }
+
+    /// Reads what [`RunsTable::write_csv`] wrote.
+    pub fn read_csv(path: &Path) -> Result<RunsTable> {
+        let csv = read_numeric_csv(path)?;
+        let (mut domains, mut metrics) = (Vec::new(), Vec::new());
+        for c in &csv.columns {
+            if let Some(d) = c.strip_prefix("w:") {
+                if !metrics.is_empty() {
+                    return Err(Error::BadHeader {
+                        path: path.to_path_buf(),
+                        line: 1,
+                        reason: "`w:` columns must come before `m:` columns",
+                    });
+                }
+                domains.push(d.to_string());
+            } else if let Some(m) = c.strip_prefix("m:") {
+                metrics.push(m.to_string());
+            } else {
+                return Err(Error::BadHeader {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    reason: "columns after `index` must start with `w:` or `m:`",
+                });
+            }
+        }
+        let n_domains = domains.len();
+        let mut rows = Vec::with_capacity(csv.rows.len());
+        for (line, index, mut values) in csv.rows {
+            let metric_values = values.split_off(n_domains);
+            check_weight_sum(path, line, &values)?;
+            rows.push(Run { index, weights: values, metrics: metric_values });
+        }
+        Ok(RunsTable { domains, metrics, rows })
+    }
+}
+
+/// The 1-based line of the row whose first cell is `index`, for error messages only.
+fn line_of(path: &Path, index: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().position(|l| l.split(',').next().map(str::trim) == Some(index)).map(|i| i + 1)
+}
+
+/// Temp file in the same directory, fsync, rename: a crash never leaves half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
