@@ -16,7 +16,7 @@ bench-corpus:
 # Lints: rustfmt and clippy with warnings as errors.
 lint:
     cargo fmt --all --check
-    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mixforge-target}" cargo clippy --release --workspace --all-targets -- -D warnings
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/tmp}/.cache/mixforge-target}" cargo clippy --release --workspace --all-targets -- -D warnings
 
 # mixforge vs Python tokenizers 0.23.3: tokens/s on the same documents, tokenizer and threads.
 bench-tokenize:
