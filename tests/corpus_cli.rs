@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::scratch;
+use crate::common::{manifest_dir, scratch};
 
 fn mixforge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(root()).output().expect("run mixforge")
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
 }
 
 fn text(bytes: &[u8]) -> String {

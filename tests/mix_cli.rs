@@ -1,17 +1,16 @@
 //! `mixforge mix import → fit → predict` on RegMix's published swarm: the round trip works and
 //! the predictions rank the held-out mixtures as their real losses do.
 
-use std::path::Path;
 use std::process::Command;
 
-use crate::common::scratch;
+use crate::common::{manifest_dir, scratch};
 
 fn mixforge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
 }
 
 fn regmix(file: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/regmix").join(file).display().to_string()
+    manifest_dir().join("../shared/data/regmix").join(file).display().to_string()
 }
 
 #[test]

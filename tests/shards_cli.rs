@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::scratch;
+use crate::common::{manifest_dir, scratch};
 
 fn mixforge(args: &[&str], failpoint: Option<&str>) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mixforge"));
-    command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    command.args(args).current_dir(manifest_dir());
     match failpoint {
         Some(spec) => command.env("MIXFORGE_FAILPOINT", spec),
         None => command.env_remove("MIXFORGE_FAILPOINT"),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -476,14 +476,4 @@ impl Analyzer<'_> {
         };
         (record, Keys { exact, bands })
     }
-}
-
-/// The run directory's main outputs, for callers that print where things landed.
-pub fn output_paths(out: &Path) -> [(String, PathBuf); 4] {
-    [
-        ("manifest".into(), out.join("manifest.json")),
-        ("profile".into(), out.join("profile.parquet")),
-        ("kept".into(), out.join("kept")),
-        ("rejects".into(), out.join("rejects.jsonl")),
-    ]
 }

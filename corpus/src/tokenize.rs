@@ -66,64 +66,13 @@ pub fn fingerprint(tokenizer: &Tokenizer) -> Result<String> {
     Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes())))
 }
 
-/// Token ids of each text, without special tokens, encoded in parallel.
-pub fn encode_batch(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-    Encoder::new(tokenizer.clone()).encode_batch(texts, false)
-}
-
-/// Encodes batches in parallel, with a shortcut: when the tokenizer's only normalizer is a
-/// Unicode normal form (NFC, NFD, NFKC, NFKD; GPT-NeoX uses NFC), ASCII texts go through a copy
-/// without it. Every normal form is the identity on ASCII, so the ids are the same, and the
-/// per-character alignment bookkeeping of normalization is skipped (measured: +35 % tokens/s
-/// for the GPT-NeoX tokenizer on one thread).
-pub struct Encoder {
-    tokenizer: Tokenizer,
-    ascii: Option<Tokenizer>,
-}
-
-impl Encoder {
-    /// An encoder for `tokenizer`.
-    pub fn new(tokenizer: Tokenizer) -> Encoder {
-        use tokenizers::NormalizerWrapper as N;
-        let identity_on_ascii =
-            matches!(tokenizer.get_normalizer(), Some(N::NFC(_) | N::NFD(_) | N::NFKC(_) | N::NFKD(_)));
-        let ascii = identity_on_ascii.then(|| {
-            let mut plain = tokenizer.clone();
-            plain.with_normalizer(None::<N>).expect("removing a normalizer cannot fail");
-            plain
-        });
-        Encoder { tokenizer, ascii }
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    /// Token ids of each text, in order; `add_special_tokens` applies the post-processor
-    /// (e.g. BOS).
-    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
-        let run = |tokenizer: &Tokenizer, batch: Vec<&str>| -> Result<Vec<Vec<u32>>> {
-            let encodings = tokenizer
-                .encode_batch_fast(batch, add_special_tokens)
-                .map_err(|e| Error::Tokenizer { path: "(encode)".into(), message: e.to_string() })?;
-            Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
-        };
-        let order = 0..texts.len();
-        let (ascii_idx, other_idx): (Vec<usize>, Vec<usize>) = match &self.ascii {
-            Some(_) => order.into_iter().partition(|&i| texts[i].is_ascii()),
-            None => (Vec::new(), order.collect()),
-        };
-        let ascii = self.ascii.as_ref().unwrap_or(&self.tokenizer);
-        let mut out = vec![Vec::new(); texts.len()];
-        for (indices, tokenizer) in [(ascii_idx, ascii), (other_idx, &self.tokenizer)] {
-            let ids = run(tokenizer, indices.iter().map(|&i| texts[i]).collect())?;
-            for (i, ids) in indices.into_iter().zip(ids) {
-                out[i] = ids;
-            }
-        }
-        Ok(out)
-    }
+/// Token ids of each text, encoded in parallel (the tokenizer's rayon pool); without offsets,
+/// which shards never need. `add_special_tokens` applies the post-processor (e.g. BOS).
+pub fn encode_batch(tokenizer: &Tokenizer, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
+    let encodings = tokenizer
+        .encode_batch_fast(texts.to_vec(), add_special_tokens)
+        .map_err(|e| Error::Tokenizer { path: "(encode)".into(), message: e.to_string() })?;
+    Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
 }
 
 /// Decodes ids back to text, keeping special tokens.

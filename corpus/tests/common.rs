@@ -7,7 +7,7 @@ use corpus::config::{DedupConfig, FilterConfig, PipelineConfig, SourceConfig, St
 /// `../shared/data` from the workspace root. Tests need it; when it is missing they fail with
 /// a message that says where it was looked for.
 pub fn shared_data() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let root = manifest_dir().join("../../shared/data");
     assert!(
         root.join("corpus").is_dir(),
         "real test data missing: expected {} (the shared data folder beside the checkout)",
@@ -104,4 +104,12 @@ pub fn mutate(text: &str, rate: f64, rng: &mut Rng) -> String {
         .map(|w| if rng.unit() < rate { format!("zq{}", rng.next_u64() % 1_000_000_007) } else { w.to_string() })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The package folder as cargo gives it to the running test (not as it was when compiled: a
+/// binary reused from another checkout sharing the target dir would point there).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

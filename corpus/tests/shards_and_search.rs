@@ -90,7 +90,11 @@ fn trained_bpe_shards_round_trip_every_document() {
                     let id = shard.doc_id(i).get();
                     let text = &texts[&id];
                     let stored = shard.doc(i).to_vec();
-                    assert_eq!(stored, tokenize::encode_batch(&tokenizer, &[text.as_str()]).unwrap()[0], "doc {id}");
+                    assert_eq!(
+                        stored,
+                        tokenize::encode_batch(&tokenizer, &[text.as_str()], false).unwrap()[0],
+                        "doc {id}"
+                    );
                     assert_eq!(&tokenize::decode(&tokenizer, &stored).unwrap(), text, "decode(encode) of doc {id}");
                     assert_eq!(split, Split::of(id, 0.1, 0));
                     seen += 1;
@@ -109,7 +113,8 @@ fn trained_bpe_shards_round_trip_every_document() {
 }
 
 /// The tokenizers users bring: a Llama SentencePiece-BPE (byte fallback) and a GPT-NeoX
-/// byte-level BPE. Shards read back what the tokenizer produced; both fit u16.
+/// byte-level BPE. Shards read back what the tokenizer produced; both fit u16; iteration by
+/// domain yields the same documents as random access.
 #[test]
 fn user_tokenizers_shard_and_read_back() {
     let dir = scratch("shards-user");
@@ -122,41 +127,34 @@ fn user_tokenizers_shard_and_read_back() {
         assert_eq!(manifest.dtype, shards::Dtype::U16, "{name}");
         let tokenizer = tokenize::load(&path).unwrap();
         let opened = Shards::open(&out).unwrap();
-        let mut round_trips = 0;
+        let (mut ascii, mut ascii_round_trips) = (0, 0);
         for shard in opened.shards("prose", Split::Train).unwrap() {
             for i in 0..shard.len() {
                 let text = &texts[&shard.doc_id(i).get()];
-                assert_eq!(shard.doc(i).to_vec(), tokenize::encode_batch(&tokenizer, &[text.as_str()]).unwrap()[0]);
-                round_trips += usize::from(&tokenize::decode(&tokenizer, &shard.doc(i).to_vec()).unwrap() == text);
+                let stored = shard.doc(i).to_vec();
+                assert_eq!(stored, tokenize::encode_batch(&tokenizer, &[text.as_str()], false).unwrap()[0]);
+                if text.is_ascii() {
+                    ascii += 1;
+                    ascii_round_trips += usize::from(&tokenize::decode(&tokenizer, &stored).unwrap() == text);
+                }
             }
         }
-        // GPT-NeoX's byte-level BPE restores ASCII text exactly; the Llama file's decoder
-        // drops the leading space it adds, so it does too.
-        assert!(round_trips > 0, "{name}: some documents decode exactly");
+        let iterated: Vec<_> = opened.docs("prose", Split::Train).unwrap().collect();
+        let train_docs = manifest.domains["prose"].train_docs as usize;
+        assert_eq!(iterated.len(), train_docs);
+        for (id, tokens) in iterated.iter().step_by(37) {
+            assert_eq!(opened.find(*id).unwrap().unwrap().2, *tokens);
+        }
+        let shard = &opened.shards("prose", Split::Train).unwrap()[0];
+        let first = shard.doc(0);
+        assert_eq!((0..first.len()).map(|j| first.get(j)).collect::<Vec<_>>(), first.to_vec());
+        // GPT-NeoX's byte-level BPE (NFC, the identity on ASCII) restores every ASCII text
+        // exactly; the Llama file's SentencePiece decoding is not checked for exactness.
+        assert!(ascii > 100, "{name}: enough ASCII documents");
+        if name.starts_with("gpt-neo") {
+            assert_eq!(ascii_round_trips, ascii, "{name}: decode(encode(x)) == x for ASCII text");
+        }
     }
-}
-
-/// The encoder's ASCII shortcut (GPT-NeoX's NFC normalizer skipped on ASCII text) gives the
-/// same ids as the tokenizer itself, on ASCII and non-ASCII real documents alike.
-#[test]
-fn encoder_shortcut_gives_identical_ids() {
-    let path = shared_data().join("tokenizers/gpt-neo-test-tokenizer.json");
-    let tokenizer = tokenize::load(&path).unwrap();
-    let encoder = tokenize::Encoder::new(tokenizer.clone());
-    let mut texts: Vec<String> = gsm8k(200);
-    texts.extend(wiki_articles().into_iter().take(10));
-    texts.push("Ünïcode café — naïve “quotes” and ﬁ ligatures (NFC vs NFKC) 東京".into());
-    let code = std::fs::read_to_string(shared_data().join("corpus/code/rust-crates.jsonl")).unwrap();
-    texts.extend(
-        code.lines()
-            .take(30)
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string()),
-    );
-    assert!(texts.iter().any(|t| t.is_ascii()) && texts.iter().any(|t| !t.is_ascii()));
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let expected: Vec<Vec<u32>> =
-        tokenizer.encode_batch(refs.clone(), true).unwrap().into_iter().map(|e| e.get_ids().to_vec()).collect();
-    assert_eq!(encoder.encode_batch(&refs, true).unwrap(), expected);
 }
 
 /// A rerun with the same tokenizer skips every finished chunk and gives the same manifest.

@@ -8,7 +8,7 @@ use mixsim::RunsTable;
 pub const TARGET: &str = "the_pile_pile_cc_val_loss";
 
 pub fn regmix_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/regmix")
+    manifest_dir().join("../../shared/data/regmix")
 }
 
 pub fn train() -> mixsim::Result<RunsTable> {
@@ -27,4 +27,12 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir is creatable");
     dir
+}
+
+/// The package folder as cargo gives it to the running test (not as it was when compiled: a
+/// binary reused from another checkout sharing the target dir would point there).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

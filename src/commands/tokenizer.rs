@@ -9,7 +9,7 @@ use crate::cli::TokenizerBenchArgs;
 
 /// Loads the texts, warms up, times `runs` full encodings, prints one JSON line.
 pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
-    let encoder = corpus::tokenize::Encoder::new(corpus::tokenize::load(&args.tokenizer)?);
+    let tokenizer = corpus::tokenize::load(&args.tokenizer)?;
     let file = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
     let mut texts = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -23,12 +23,12 @@ pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bytes: usize = refs.iter().map(|t| t.len()).sum();
-    encoder.encode_batch(&refs[..refs.len().min(50)], args.add_special_tokens)?;
+    corpus::tokenize::encode_batch(&tokenizer, &refs[..refs.len().min(50)], args.add_special_tokens)?;
     let mut seconds = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
-        ids = encoder.encode_batch(&refs, args.add_special_tokens)?;
+        ids = corpus::tokenize::encode_batch(&tokenizer, &refs, args.add_special_tokens)?;
         seconds.push(started.elapsed().as_secs_f64());
     }
     let tokens: usize = ids.iter().map(Vec::len).sum();

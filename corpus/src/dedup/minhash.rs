@@ -74,7 +74,8 @@ fn signature_portable(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u64]) {
     signature_loop(a, b, shingles, out);
 }
 
-/// Measured on the bundled corpus (Zen 4): about 4× the portable loop's speed.
+/// Measured on the benchmark corpus (Zen 4, one thread): pass 1 of `corpus dedup --no-exact`
+/// takes 0.15 s with it against 0.34 s with the portable loop.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn signature_avx512(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u64]) {

@@ -72,14 +72,13 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
     let tokenizer = obtain_tokenizer(config, &kept)?;
     let tokenizer_hash = tokenize::fingerprint(&tokenizer)?;
     let vocab_size = tokenizer.get_vocab_size(true);
-    let encoder = tokenize::Encoder::new(tokenizer);
     let dtype = Dtype::for_vocab(vocab_size);
     let mut domains = BTreeMap::new();
     for (domain, path) in &kept {
         let dir = config.out.join(crate::kept::file_stem(domain));
         std::fs::create_dir_all(&dir).at(&dir)?;
         remove_stale_temp_files(&dir)?;
-        let shards = write_domain(config, path, &dir, &encoder, &tokenizer_hash, dtype, progress)?;
+        let shards = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, progress)?;
         domains.insert(domain.clone(), shards);
     }
     let total_docs = domains.values().map(|d: &DomainShards| d.train_docs + d.val_docs).sum();
@@ -197,7 +196,7 @@ fn write_domain(
     config: &ShardConfig,
     kept: &Path,
     dir: &Path,
-    encoder: &tokenize::Encoder,
+    tokenizer: &Tokenizer,
     tokenizer_hash: &str,
     dtype: Dtype,
     progress: &dyn Progress,
@@ -217,7 +216,7 @@ fn write_domain(
             Some(entries) => entries,
             None => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let tokens = encoder.encode_batch(&refs, false)?;
+                let tokens = tokenize::encode_batch(tokenizer, &refs, false)?;
                 let mut entries = Vec::new();
                 for split in [Split::Train, Split::Val] {
                     let docs: Vec<(u64, &[u32])> = ids
