@@ -29,6 +29,189 @@ pub enum Command {
     /// Data-mix simulation: runs tables, surrogate fits, predictions.
     #[command(subcommand)]
     Mix(MixCommand),
+    /// Train a model on corpus shards by mixture (cross-entropy or distillation); resumable.
+    ///
+    /// Example: mixforge train --model tiny --shards runs/demo/shards --tokens 200000 --out runs/train
+    Train(Box<TrainArgs>),
+    /// Evaluate a checkpoint: per-domain validation loss and task files (JSONL).
+    Eval(EvalArgs),
+    /// Continue a prompt with a checkpoint.
+    Generate(GenerateArgs),
+    /// Write a checkpoint as a Hugging Face directory (MinistralForCausalLM) that transformers loads.
+    Export(ExportArgs),
+    /// Model configurations.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Print the libtorch version, threads and devices this binary uses.
+    Doctor,
+}
+
+/// `mixforge model ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Print a model's exact parameter count and shape.
+    Params(ModelParamsArgs),
+}
+
+/// Chooses a model: a preset or a TOML config file.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ModelChoice {
+    /// A preset: tiny, proxy-5m, proxy-12m, teacher-50m, mobilellm-pro-1b.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A model config TOML (every field of a preset; see docs/formats.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `model params` flags.
+#[derive(Debug, Args)]
+pub struct ModelParamsArgs {
+    #[command(flatten)]
+    pub model: ModelChoice,
+}
+
+/// `train` flags.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model preset name or config TOML; the vocabulary follows the shards' tokenizer.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Token shards written by `corpus shard` / `corpus run`.
+    #[arg(long)]
+    pub shards: PathBuf,
+    /// Mixture TOML (a `[weights]` table, e.g. a mix proposal); natural token proportions when absent.
+    #[arg(long)]
+    pub mix: Option<PathBuf>,
+    /// Optimizer steps.
+    #[arg(long, conflicts_with = "tokens", required_unless_present_any = ["tokens", "resume"])]
+    pub steps: Option<u64>,
+    /// Training tokens (rounded up to whole steps).
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Run directory: metrics.jsonl, checkpoints/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Distil from this teacher: a mixforge checkpoint or a Hugging Face Llama/Mistral/Ministral directory.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Continue from the run's latest checkpoint (starts fresh when there is none).
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: u64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u64,
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// Seed of the initial weights and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Validate every N steps (0 = at the end only).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    /// Validation sequences per domain.
+    #[arg(long, default_value_t = 16)]
+    pub eval_sequences: usize,
+    /// Checkpoint every N steps (0 = at the end only).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Attend only within each packed document.
+    #[arg(long)]
+    pub doc_mask: bool,
+    /// Restart position ids at each packed document.
+    #[arg(long)]
+    pub reset_positions: bool,
+    /// What to do when a domain is read past its mixture's epoch cap.
+    #[arg(long, value_enum, default_value_t = CapPolicyArg::Warn)]
+    pub cap_policy: CapPolicyArg,
+    /// Distillation temperature.
+    #[arg(long, default_value_t = 1.0)]
+    pub kd_temperature: f64,
+    /// Weight of cross-entropy added to the distillation loss.
+    #[arg(long, default_value_t = 0.0)]
+    pub ce_weight: f64,
+    /// auto (CUDA when present), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// Epoch-cap policy.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CapPolicyArg {
+    Warn,
+    Stop,
+}
+
+/// `eval` flags.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A checkpoint (step directory or run directory) or a Hugging Face model directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Task files (JSONL) to score; repeatable.
+    #[arg(long = "task")]
+    pub tasks: Vec<PathBuf>,
+    /// Score only the first N items of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Shards for validation loss (default: the ones the checkpoint was trained on).
+    #[arg(long)]
+    pub shards: Option<PathBuf>,
+    /// Validation sequences per domain.
+    #[arg(long, default_value_t = 16)]
+    pub eval_sequences: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// `generate` flags.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The prompt.
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: i64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// `export` flags.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `mixforge mix ...`

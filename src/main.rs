@@ -22,10 +22,20 @@ fn main() -> ExitCode {
         eprintln!("error: setting --threads {}: {e}", cli.threads);
         return ExitCode::FAILURE;
     }
+    // libtorch's intra-op threads follow --threads too (its default is one per core).
+    if cli.threads > 0 {
+        tch::set_num_threads(cli.threads as i32);
+    }
     let result = match cli.command {
         cli::Command::Corpus(command) => commands::corpus::run(command),
         cli::Command::Tokenizer(cli::TokenizerCommand::Bench(args)) => commands::tokenizer::bench(&args),
         cli::Command::Mix(command) => commands::mix::run(command),
+        cli::Command::Train(args) => commands::train::train(&args),
+        cli::Command::Eval(args) => commands::train::eval(&args),
+        cli::Command::Generate(args) => commands::train::generate(&args),
+        cli::Command::Export(args) => commands::train::export(&args),
+        cli::Command::Model(command) => commands::train::model(command),
+        cli::Command::Doctor => commands::train::doctor(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,3 +4,4 @@ pub mod corpus;
 pub mod mix;
 pub mod shards;
 pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,417 @@
+//! The mixture data loader: sequences sampled from the corpus shards' domains by mixture
+//! weight, documents packed with EOS separators, deterministic by seed, with a position that
+//! checkpoints restore exactly, epoch caps, and a fixed validation stream per domain.
+//!
+//! Each training sequence comes from one domain, drawn by weight, so the weights are token
+//! fractions. Within a domain, documents are read in a shuffled order per epoch, continuing
+//! where the previous sequence stopped (a long document spans sequences).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use corpus::shards::{Shard, Shards, Split};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::model::Inputs;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// Domain weights and epoch caps: the part of a mix proposal the loader reads.
+///
+/// TOML: a `[weights]` table (domain = weight), and optionally `max_epochs = N` for every
+/// domain or a `[max_epochs]` table per domain. Other keys (a proposal's predictions,
+/// utilities, …) are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mixture {
+    pub weights: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub max_epochs: BTreeMap<String, f64>,
+}
+
+#[derive(Deserialize)]
+struct MixtureFile {
+    weights: BTreeMap<String, f64>,
+    #[serde(default)]
+    max_epochs: Option<toml::Value>,
+}
+
+impl Mixture {
+    pub fn from_toml_file(path: &Path) -> Result<Mixture> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let file: MixtureFile = toml::from_str(&text)
+            .map_err(|e| Error::format(path, format!("{} (a mixture needs a [weights] table)", e.message())))?;
+        let mut max_epochs = BTreeMap::new();
+        match file.max_epochs {
+            None => {}
+            Some(toml::Value::Float(x)) => {
+                max_epochs = file.weights.keys().map(|d| (d.clone(), x)).collect();
+            }
+            Some(toml::Value::Integer(x)) => {
+                max_epochs = file.weights.keys().map(|d| (d.clone(), x as f64)).collect();
+            }
+            Some(toml::Value::Table(t)) => {
+                for (d, v) in t {
+                    let x = v
+                        .as_float()
+                        .or_else(|| v.as_integer().map(|i| i as f64))
+                        .ok_or_else(|| Error::format(path, format!("max_epochs.{d} must be a number")))?;
+                    max_epochs.insert(d, x);
+                }
+            }
+            Some(_) => return Err(Error::format(path, "max_epochs must be a number or a table")),
+        }
+        let mixture = Mixture { weights: file.weights, max_epochs };
+        mixture.validate().map_err(|e| Error::format(path, e))?;
+        Ok(mixture)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if let Some((d, w)) = self.weights.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
+            return Err(format!("weight of {d} is {w}; weights must be finite and non-negative"));
+        }
+        if self.weights.values().sum::<f64>() <= 0.0 {
+            return Err("the weights sum to zero".into());
+        }
+        if let Some((d, e)) = self.max_epochs.iter().find(|(_, e)| !(**e > 0.0)) {
+            return Err(format!("max_epochs of {d} is {e}; caps must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Weights proportional to each domain's training tokens.
+    pub fn natural(shards: &Shards) -> Mixture {
+        let weights = shards.manifest().domains.iter().map(|(d, s)| (d.clone(), s.train_tokens as f64)).collect();
+        Mixture { weights, max_epochs: BTreeMap::new() }
+    }
+
+    /// Equal weights.
+    pub fn uniform(shards: &Shards) -> Mixture {
+        let weights = shards.manifest().domains.keys().map(|d| (d.clone(), 1.0)).collect();
+        Mixture { weights, max_epochs: BTreeMap::new() }
+    }
+}
+
+/// What to do when a domain is read past its epoch cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapPolicy {
+    Warn,
+    Stop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoaderConfig {
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Tokens attend only within their own document.
+    pub doc_mask: bool,
+    /// Position ids restart at 0 at each document.
+    pub reset_positions: bool,
+    pub cap_policy: CapPolicy,
+    pub eos_id: u32,
+}
+
+/// A domain's training tokens: a document (or its head, when the tail is held out).
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    shard: usize,
+    doc: usize,
+    start: usize,
+    end: usize,
+}
+
+struct Domain {
+    name: String,
+    shards: Vec<Shard>,
+    train: Vec<Segment>,
+    val: Vec<Segment>,
+    train_tokens: u64,
+}
+
+/// Where a domain's stream stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub epoch: u64,
+    /// Index into this epoch's document order.
+    pub pos: usize,
+    /// Tokens of the current document already used.
+    pub offset: usize,
+    /// Tokens read from this domain so far (EOS separators included).
+    pub tokens: u64,
+}
+
+/// The loader's whole position: restoring it continues the exact same stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderState {
+    pub rng: Rng,
+    pub cursors: BTreeMap<String, Cursor>,
+    pub sequences: u64,
+    /// Domains already warned about past their cap.
+    pub over_cap: Vec<String>,
+}
+
+/// One training batch on the target device.
+pub struct Batch {
+    pub inputs: Inputs,
+    /// `[batch, seq]` next-token targets.
+    pub targets: Tensor,
+    /// The domain of each sequence.
+    pub domains: Vec<String>,
+}
+
+pub struct Loader {
+    domains: Vec<Domain>,
+    weights: Vec<f64>,
+    caps: Vec<Option<f64>>,
+    config: LoaderConfig,
+    state: LoaderState,
+}
+
+impl Loader {
+    /// Opens every domain of `shards` that the mixture weights; domains the mixture names
+    /// but the shards lack are an error.
+    pub fn new(shards: &Shards, mixture: &Mixture, config: LoaderConfig) -> Result<Loader> {
+        let manifest = shards.manifest();
+        if let Some(missing) = mixture.weights.keys().find(|d| !manifest.domains.contains_key(*d)) {
+            return Err(Error::Data(format!(
+                "the mixture names domain {missing:?}, which the shards don't have (domains: {})",
+                manifest.domains.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if config.seq_len == 0 || config.batch_size == 0 {
+            return Err(Error::Config("seq_len and batch_size must be positive".into()));
+        }
+        let mut domains = Vec::new();
+        let (mut weights, mut caps) = (Vec::new(), Vec::new());
+        for name in manifest.domains.keys() {
+            let weight = mixture.weights.get(name).copied().unwrap_or(0.0);
+            let domain = open_domain(shards, name, manifest.val_fraction)?;
+            if weight > 0.0 && domain.train_tokens == 0 {
+                return Err(Error::Data(format!("domain {name:?} has weight {weight} but no training tokens")));
+            }
+            weights.push(weight);
+            caps.push(mixture.max_epochs.get(name).copied());
+            domains.push(domain);
+        }
+        let cursors = domains.iter().map(|d| (d.name.clone(), Cursor::default())).collect();
+        let state = LoaderState { rng: Rng::new(config.seed), cursors, sequences: 0, over_cap: Vec::new() };
+        Ok(Loader { domains, weights, caps, config, state })
+    }
+
+    pub fn state(&self) -> &LoaderState {
+        &self.state
+    }
+
+    /// Continues from a checkpointed position.
+    pub fn restore(&mut self, state: LoaderState) -> Result<()> {
+        for d in &self.domains {
+            if !state.cursors.contains_key(&d.name) {
+                return Err(Error::Data(format!("the saved loader position has no cursor for domain {:?}", d.name)));
+            }
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.config
+    }
+
+    /// Domain names (every domain of the shards, weighted or not).
+    pub fn domain_names(&self) -> Vec<String> {
+        self.domains.iter().map(|d| d.name.clone()).collect()
+    }
+
+    /// Training tokens available per domain.
+    pub fn available_tokens(&self) -> BTreeMap<String, u64> {
+        self.domains.iter().map(|d| (d.name.clone(), d.train_tokens)).collect()
+    }
+
+    /// The next batch.
+    pub fn next_batch(&mut self, device: Device) -> Result<Batch> {
+        let (b, t) = (self.config.batch_size, self.config.seq_len);
+        let mut tokens = Vec::with_capacity(b * (t + 1));
+        let mut docs = Vec::with_capacity(b * t);
+        let mut names = Vec::with_capacity(b);
+        for _ in 0..b {
+            let d = self.state.rng.weighted(&self.weights);
+            let (seq, seq_docs) = self.fill(d, t + 1)?;
+            tokens.extend(seq.iter().map(|&x| i64::from(x)));
+            docs.extend_from_slice(&seq_docs[..t]);
+            names.push(self.domains[d].name.clone());
+            self.state.sequences += 1;
+        }
+        Ok(self.to_batch(&tokens, &docs, names, device))
+    }
+
+    fn to_batch(&self, tokens: &[i64], docs: &[i64], domains: Vec<String>, device: Device) -> Batch {
+        let (b, t) = (domains.len() as i64, self.config.seq_len as i64);
+        let all = Tensor::from_slice(tokens).view([b, t + 1]).to_device(device);
+        let doc_ids = Tensor::from_slice(docs).view([b, t]).to_device(device);
+        let positions = self.config.reset_positions.then(|| positions_from_docs(docs, b, t).to_device(device));
+        let inputs = Inputs {
+            tokens: all.narrow(1, 0, t),
+            positions,
+            doc_ids: self.config.doc_mask.then_some(doc_ids),
+        };
+        Batch { inputs, targets: all.narrow(1, 1, t), domains }
+    }
+
+    /// `n` tokens from domain `d`'s stream, with the document index of each token.
+    fn fill(&mut self, d: usize, n: usize) -> Result<(Vec<u32>, Vec<i64>)> {
+        let domain = &self.domains[d];
+        let cursor = self.state.cursors.get_mut(&domain.name).expect("a cursor per domain");
+        let mut out = Vec::with_capacity(n);
+        let mut doc_of = Vec::with_capacity(n);
+        let mut doc_index = 0i64;
+        let mut order = epoch_order(domain, self.config.seed, cursor.epoch);
+        while out.len() < n {
+            if cursor.pos >= order.len() {
+                cursor.epoch += 1;
+                cursor.pos = 0;
+                cursor.offset = 0;
+                order = epoch_order(domain, self.config.seed, cursor.epoch);
+            }
+            let seg = domain.train[order[cursor.pos]];
+            let doc = domain.shards[seg.shard].doc(seg.doc);
+            let len = seg.end - seg.start;
+            // offset == len means the document is done and its EOS is next.
+            while cursor.offset < len && out.len() < n {
+                out.push(doc.get(seg.start + cursor.offset));
+                doc_of.push(doc_index);
+                cursor.offset += 1;
+            }
+            if cursor.offset == len && out.len() < n {
+                out.push(self.config.eos_id);
+                doc_of.push(doc_index);
+                doc_index += 1;
+                cursor.pos += 1;
+                cursor.offset = 0;
+            }
+        }
+        cursor.tokens += n as u64;
+        let epochs = cursor.tokens as f64 / domain.train_tokens.max(1) as f64;
+        if let Some(cap) = self.caps[d]
+            && epochs > cap
+        {
+            let name = domain.name.clone();
+            match self.config.cap_policy {
+                CapPolicy::Stop => {
+                    return Err(Error::Data(format!(
+                        "domain {name:?} read {epochs:.2} epochs, past its cap of {cap}; lower the budget or its \
+                         weight, or allow it with the warn policy"
+                    )));
+                }
+                CapPolicy::Warn => {
+                    if !self.state.over_cap.contains(&name) {
+                        tracing::warn!("domain {name:?} read {epochs:.2} epochs, past its cap of {cap}");
+                        self.state.over_cap.push(name);
+                    }
+                }
+            }
+        }
+        Ok((out, doc_of))
+    }
+
+    /// The validation stream of each domain: up to `max_sequences` sequences of `seq_len + 1`
+    /// tokens packed from its validation documents in shard order (the same every call).
+    /// Domains without validation tokens are absent.
+    pub fn validation(&self, max_sequences: usize) -> BTreeMap<String, Vec<Vec<i64>>> {
+        let n = self.config.seq_len + 1;
+        let mut out = BTreeMap::new();
+        for domain in &self.domains {
+            let mut seqs = Vec::new();
+            let mut cur = Vec::with_capacity(n);
+            'docs: for seg in &domain.val {
+                let doc = domain.shards[seg.shard].doc(seg.doc);
+                let tokens = (seg.start..seg.end).map(|i| i64::from(doc.get(i))).chain([i64::from(self.config.eos_id)]);
+                for tok in tokens {
+                    cur.push(tok);
+                    if cur.len() == n {
+                        seqs.push(std::mem::replace(&mut cur, Vec::with_capacity(n)));
+                        if seqs.len() == max_sequences {
+                            break 'docs;
+                        }
+                    }
+                }
+            }
+            if !seqs.is_empty() {
+                out.insert(domain.name.clone(), seqs);
+            }
+        }
+        out
+    }
+}
+
+/// Position ids that restart at each document boundary.
+fn positions_from_docs(docs: &[i64], b: i64, t: i64) -> Tensor {
+    let mut pos = Vec::with_capacity(docs.len());
+    for row in docs.chunks(t as usize) {
+        let mut p = 0i64;
+        for (i, d) in row.iter().enumerate() {
+            if i > 0 && *d != row[i - 1] {
+                p = 0;
+            }
+            pos.push(p);
+            p += 1;
+        }
+    }
+    Tensor::from_slice(&pos).view([b, t]).to_kind(Kind::Int64)
+}
+
+/// The document order of one epoch: a shuffle that depends only on seed, domain and epoch.
+fn epoch_order(domain: &Domain, seed: u64, epoch: u64) -> Vec<usize> {
+    let name_hash = domain.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut rng = Rng::new(seed ^ name_hash ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<usize> = (0..domain.train.len()).collect();
+    rng.shuffle(&mut order);
+    order
+}
+
+/// Opens a domain's shards. A domain whose documents all fell in the training split (one
+/// long book, say) holds out the last `val_fraction` of its tokens for validation instead.
+fn open_domain(shards: &Shards, name: &str, val_fraction: f64) -> Result<Domain> {
+    let mut open = Vec::new();
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for split in [Split::Train, Split::Val] {
+        for shard in shards.shards(name, split)? {
+            let idx = open.len();
+            for doc in 0..shard.len() {
+                let seg = Segment { shard: idx, doc, start: 0, end: shard.doc(doc).len() };
+                if seg.end > 0 {
+                    if split == Split::Train { train.push(seg) } else { val.push(seg) }
+                }
+            }
+            open.push(shard);
+        }
+    }
+    if val.is_empty() && !train.is_empty() {
+        let total: usize = train.iter().map(|s| s.end).sum();
+        let mut holdout = ((total as f64 * val_fraction.max(0.01)).ceil() as usize).min(total / 2);
+        while holdout > 0 {
+            let last = train.last_mut().expect("holdout ≤ half the tokens");
+            let take = holdout.min(last.end - last.start);
+            val.insert(0, Segment { start: last.end - take, ..*last });
+            last.end -= take;
+            holdout -= take;
+            if last.end == last.start {
+                train.pop();
+            }
+        }
+    }
+    let train_tokens = train.iter().map(|s| (s.end - s.start + 1) as u64).sum();
+    Ok(Domain { name: name.to_string(), shards: open, train, val, train_tokens })
+}
+
+/// The end-of-document token of a tokenizer: the first of the usual names it knows.
+pub fn eos_id(tokenizer: &tokenizers::Tokenizer) -> Result<u32> {
+    ["<|eos|>", "</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>"]
+        .iter()
+        .find_map(|t| tokenizer.token_to_id(t))
+        .ok_or_else(|| {
+            Error::Data("the tokenizer has no end-of-document token (<|eos|>, </s>, <|endoftext|>, …)".into())
+        })
+}

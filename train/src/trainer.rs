@@ -1,0 +1,332 @@
+//! The training loop: batches from the mixture loader, cross-entropy or distillation from a
+//! teacher's logits, gradient accumulation, AdamW with warm-up + cosine, periodic per-domain
+//! validation, metrics as JSONL, and checkpoints that resume bit-exactly.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use corpus::shards::Shards;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{self, State};
+use crate::config::ModelConfig;
+use crate::data::{Loader, LoaderConfig, Mixture};
+use crate::hf;
+use crate::loss::{self, KdConfig};
+use crate::model::{Inputs, Llama};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::{Error, Result};
+
+/// Everything that defines a run; stored in every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub shards: PathBuf,
+    pub mixture: Mixture,
+    pub loader: LoaderConfig,
+    pub optim: AdamWConfig,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Micro-batches per step.
+    pub grad_accum: u64,
+    /// Validate every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation sequences per domain.
+    pub eval_sequences: usize,
+    /// Checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    /// A mixforge checkpoint or Hugging Face directory whose logits the student learns from.
+    pub teacher: Option<PathBuf>,
+    pub kd: KdConfig,
+    /// Seeds the initial weights (the loader has its own seed).
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.loader.batch_size * self.loader.seq_len) as u64 * self.grad_accum
+    }
+}
+
+/// What a finished (or resumed-and-finished) run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub steps: u64,
+    pub tokens: u64,
+    pub final_train_loss: f64,
+    /// Mean validation cross-entropy per domain (nats/token).
+    pub val_loss: BTreeMap<String, f64>,
+    /// Training throughput over the steps this process ran (evaluation excluded).
+    pub tokens_per_s: f64,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: Llama,
+    pub optim: AdamW,
+    pub loader: Loader,
+    teacher: Option<Llama>,
+    tokenizer: PathBuf,
+    run: Option<PathBuf>,
+    pub step: u64,
+    tokens_seen: u64,
+    validation: BTreeMap<String, Tensor>,
+}
+
+impl Trainer {
+    /// A fresh run. With `run`, metrics and checkpoints go there.
+    pub fn new(config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+        let shards = Shards::open(&config.shards)?;
+        if shards.manifest().vocab_size as usize > config.model.vocab_size {
+            return Err(Error::Config(format!(
+                "the shards' tokenizer has {} tokens but the model's vocab_size is {}",
+                shards.manifest().vocab_size,
+                config.model.vocab_size
+            )));
+        }
+        if config.steps == 0 || config.grad_accum == 0 {
+            return Err(Error::Config("steps and grad_accum must be positive".into()));
+        }
+        let loader = Loader::new(&shards, &config.mixture, config.loader.clone())?;
+        let model = Llama::new(config.model.clone(), device, config.seed, true)?;
+        let optim = AdamW::new(config.optim, &model.params);
+        let teacher = match &config.teacher {
+            Some(path) => Some(load_teacher(path, &config.model, device)?),
+            None => None,
+        };
+        let validation = validation_tensors(&loader, config.eval_sequences, device);
+        if let Some(run) = run {
+            std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+            let metrics = run.join("metrics.jsonl");
+            std::fs::write(&metrics, b"").map_err(|e| Error::io(&metrics, e))?;
+        }
+        Ok(Trainer {
+            config,
+            model,
+            optim,
+            loader,
+            teacher,
+            tokenizer: shards.tokenizer_path(),
+            run: run.map(Path::to_path_buf),
+            step: 0,
+            tokens_seen: 0,
+            validation,
+        })
+    }
+
+    /// Continues a run from its latest checkpoint, exactly where it stood.
+    pub fn resume(run: &Path, device: Device) -> Result<Trainer> {
+        let dir = checkpoint::resolve(run)?;
+        let state = checkpoint::read_state(&dir)?;
+        let mut trainer = Trainer::new_without_metrics(state.config.clone(), run, device)?;
+        let weights = dir.join("model.safetensors");
+        trainer.model.params.load(&checkpoint::read_tensors(&weights)?, &weights.display().to_string())?;
+        checkpoint::load_optimizer(&dir, &mut trainer.optim)?;
+        trainer.loader.restore(state.loader)?;
+        trainer.step = state.step;
+        trainer.tokens_seen = state.tokens_seen;
+        truncate_metrics(&run.join("metrics.jsonl"), state.step)?;
+        Ok(trainer)
+    }
+
+    fn new_without_metrics(config: TrainConfig, run: &Path, device: Device) -> Result<Trainer> {
+        let mut t = Trainer::new(config, None, device)?;
+        t.run = Some(run.to_path_buf());
+        Ok(t)
+    }
+
+    /// Trains to `config.steps`, validating and checkpointing on schedule.
+    pub fn train(&mut self, show_progress: bool) -> Result<Outcome> {
+        let total = self.config.steps;
+        let bar = progress_bar(show_progress, total, self.step);
+        let mut metrics = self.metrics_writer()?;
+        let (mut train_time, mut trained_tokens, mut last_loss) = (0.0f64, 0u64, f64::NAN);
+        let mut val_loss = BTreeMap::new();
+        while self.step < total {
+            let start = Instant::now();
+            let lr = self.config.optim.lr_at(self.step, total);
+            let loss = self.train_step()?;
+            let grad_norm = self.optim.step(&mut self.model.params, lr);
+            let elapsed = start.elapsed().as_secs_f64();
+            self.step += 1;
+            let tokens = self.config.tokens_per_step();
+            self.tokens_seen += tokens;
+            train_time += elapsed;
+            trained_tokens += tokens;
+            last_loss = loss;
+            if !loss.is_finite() {
+                return Err(Error::Data(format!("loss became {loss} at step {}; lower the learning rate", self.step)));
+            }
+            let tps = tokens as f64 / elapsed.max(1e-9);
+            if let Some(w) = metrics.as_mut() {
+                let line = serde_json::json!({"step": self.step, "lr": lr, "loss": loss, "grad_norm": grad_norm,
+                    "tokens": self.tokens_seen, "tokens_per_s": tps});
+                writeln!(w, "{line}").map_err(|e| Error::io(Path::new("metrics.jsonl"), e))?;
+            }
+            bar.set_position(self.step);
+            bar.set_message(format!("loss {loss:.3} · {tps:.0} tok/s"));
+            let last = self.step == total;
+            let every = |n: u64| n > 0 && self.step.is_multiple_of(n);
+            if last || every(self.config.eval_every) {
+                val_loss = self.validate();
+                if let Some(w) = metrics.as_mut() {
+                    let line = serde_json::json!({"step": self.step, "val_loss": val_loss});
+                    writeln!(w, "{line}").map_err(|e| Error::io(Path::new("metrics.jsonl"), e))?;
+                }
+            }
+            if let Some(w) = metrics.as_mut() {
+                w.flush().map_err(|e| Error::io(Path::new("metrics.jsonl"), e))?;
+            }
+            if self.run.is_some() && (last || every(self.config.checkpoint_every)) {
+                self.save()?;
+            }
+        }
+        bar.finish_and_clear();
+        if val_loss.is_empty() {
+            val_loss = self.validate();
+        }
+        let tokens_per_s = if train_time > 0.0 { trained_tokens as f64 / train_time } else { 0.0 };
+        Ok(Outcome { steps: self.step, tokens: self.tokens_seen, final_train_loss: last_loss, val_loss, tokens_per_s })
+    }
+
+    /// Forward and backward over `grad_accum` micro-batches; returns the mean loss.
+    fn train_step(&mut self) -> Result<f64> {
+        let accum = self.config.grad_accum;
+        let device = self.model.device;
+        let mut total = 0.0;
+        for _ in 0..accum {
+            let batch = self.loader.next_batch(device)?;
+            let loss = tch::autocast(device.is_cuda(), || {
+                let logits = self.model.forward(&batch.inputs);
+                match &self.teacher {
+                    None => loss::cross_entropy(&logits, &batch.targets),
+                    Some(teacher) => {
+                        let t_logits = tch::no_grad(|| teacher.forward(&batch.inputs));
+                        loss::distillation(&logits, &t_logits, &batch.targets, &self.config.kd)
+                    }
+                }
+            });
+            let scaled = &loss / accum as f64;
+            scaled.backward();
+            total += loss.double_value(&[]);
+        }
+        Ok(total / accum as f64)
+    }
+
+    /// Mean validation cross-entropy per domain.
+    pub fn validate(&self) -> BTreeMap<String, f64> {
+        validation_loss(&self.model, &self.validation, self.config.loader.batch_size)
+    }
+
+    /// Writes a checkpoint now.
+    pub fn save(&self) -> Result<PathBuf> {
+        let run = self.run.as_ref().ok_or_else(|| Error::Config("no run directory to checkpoint into".into()))?;
+        let state = State {
+            format_version: checkpoint::FORMAT_VERSION,
+            step: self.step,
+            tokens_seen: self.tokens_seen,
+            config: self.config.clone(),
+            loader: self.loader.state().clone(),
+        };
+        let dir = checkpoint::save(run, &state, &self.model, Some(&self.optim), &self.tokenizer)?;
+        checkpoint::prune(run, self.config.keep_checkpoints)?;
+        Ok(dir)
+    }
+
+    fn metrics_writer(&self) -> Result<Option<std::io::BufWriter<std::fs::File>>> {
+        let Some(run) = &self.run else { return Ok(None) };
+        let path = run.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Some(std::io::BufWriter::new(file)))
+    }
+}
+
+/// Loads a teacher and checks that it speaks the student's vocabulary.
+fn load_teacher(path: &Path, student: &ModelConfig, device: Device) -> Result<Llama> {
+    let teacher = hf::load_any(path, device, false)?.model;
+    if teacher.config.vocab_size != student.vocab_size {
+        return Err(Error::Config(format!(
+            "the teacher {} has a vocabulary of {} tokens, the student {}; distillation over the full \
+             vocabulary needs the same tokenizer",
+            path.display(),
+            teacher.config.vocab_size,
+            student.vocab_size
+        )));
+    }
+    Ok(teacher)
+}
+
+pub fn validation_tensors(loader: &Loader, max_sequences: usize, device: Device) -> BTreeMap<String, Tensor> {
+    loader
+        .validation(max_sequences)
+        .into_iter()
+        .map(|(domain, seqs)| {
+            let n = seqs.len() as i64;
+            let flat: Vec<i64> = seqs.into_iter().flatten().collect();
+            (domain, Tensor::from_slice(&flat).view([n, -1]).to_device(device))
+        })
+        .collect()
+}
+
+/// Mean next-token cross-entropy of `model` over each domain's validation sequences.
+pub fn validation_loss(model: &Llama, validation: &BTreeMap<String, Tensor>, batch: usize) -> BTreeMap<String, f64> {
+    tch::no_grad(|| {
+        validation
+            .iter()
+            .map(|(domain, seqs)| {
+                let (n, len) = seqs.size2().expect("[n, seq + 1]");
+                let (mut sum, mut count) = (0.0, 0i64);
+                let mut i = 0;
+                while i < n {
+                    let b = (batch as i64).min(n - i);
+                    let chunk = seqs.narrow(0, i, b);
+                    let logits = tch::autocast(model.device.is_cuda(), || {
+                        model.forward(&Inputs::tokens(chunk.narrow(1, 0, len - 1)))
+                    });
+                    let loss = loss::cross_entropy(&logits, &chunk.narrow(1, 1, len - 1));
+                    sum += loss.double_value(&[]) * (b * (len - 1)) as f64;
+                    count += b * (len - 1);
+                    i += b;
+                }
+                (domain.clone(), sum / count.max(1) as f64)
+            })
+            .collect()
+    })
+}
+
+/// Keeps the metric lines up to `step` (a resumed run rewrites what came after).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    corpus::atomic::write_file(path, kept.as_bytes())?;
+    Ok(())
+}
+
+fn progress_bar(show: bool, total: u64, start: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        .with_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        )
+        .with_prefix("train");
+    bar.set_position(start);
+    bar
+}
