@@ -4,3 +4,4 @@ mod common;
 mod corpus_cli;
 mod mix_cli;
 mod shards_cli;
+mod train_cli;

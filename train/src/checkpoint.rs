@@ -92,7 +92,10 @@ pub fn read_state(dir: &Path) -> Result<State> {
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::format(&path, e.to_string()))?;
     if state.format_version != FORMAT_VERSION {
-        return Err(Error::format(&path, format!("format version {} (this build reads {FORMAT_VERSION})", state.format_version)));
+        return Err(Error::format(
+            &path,
+            format!("format version {} (this build reads {FORMAT_VERSION})", state.format_version),
+        ));
     }
     Ok(state)
 }

@@ -45,7 +45,8 @@ impl ModelConfig {
     /// A built-in configuration. Presets other than `mobilellm-pro-1b` have an 8,192-token
     /// vocabulary; training replaces it with the shards' vocabulary.
     pub fn preset(name: &str) -> Result<ModelConfig> {
-        let alternating = |n: usize| (0..n).map(|i| if i % 2 == 0 { AttnKind::Local } else { AttnKind::Global }).collect();
+        let alternating =
+            |n: usize| (0..n).map(|i| if i % 2 == 0 { AttnKind::Local } else { AttnKind::Global }).collect();
         let config = match name {
             // Fast enough for unit tests: every feature present, window shorter than test sequences.
             "tiny" => ModelConfig {

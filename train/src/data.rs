@@ -251,11 +251,8 @@ impl Loader {
         let all = Tensor::from_slice(tokens).view([b, t + 1]).to_device(device);
         let doc_ids = Tensor::from_slice(docs).view([b, t]).to_device(device);
         let positions = self.config.reset_positions.then(|| positions_from_docs(docs, b, t).to_device(device));
-        let inputs = Inputs {
-            tokens: all.narrow(1, 0, t),
-            positions,
-            doc_ids: self.config.doc_mask.then_some(doc_ids),
-        };
+        let inputs =
+            Inputs { tokens: all.narrow(1, 0, t), positions, doc_ids: self.config.doc_mask.then_some(doc_ids) };
         Batch { inputs, targets: all.narrow(1, 1, t), domains }
     }
 
@@ -363,7 +360,8 @@ fn positions_from_docs(docs: &[i64], b: i64, t: i64) -> Tensor {
 
 /// The document order of one epoch: a shuffle that depends only on seed, domain and epoch.
 fn epoch_order(domain: &Domain, seed: u64, epoch: u64) -> Vec<usize> {
-    let name_hash = domain.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let name_hash =
+        domain.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let mut rng = Rng::new(seed ^ name_hash ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut order: Vec<usize> = (0..domain.train.len()).collect();
     rng.shuffle(&mut order);

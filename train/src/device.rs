@@ -11,9 +11,11 @@ pub fn pick(name: Option<&str>) -> crate::Result<Device> {
             if !tch::Cuda::is_available() {
                 return Err(crate::Error::Config(format!("--device {s}: CUDA is not available to this libtorch")));
             }
-            let index = s.strip_prefix("cuda:").map(str::parse::<usize>).transpose().map_err(|_| {
-                crate::Error::Config(format!("--device {s}: expected cuda or cuda:N"))
-            })?;
+            let index = s
+                .strip_prefix("cuda:")
+                .map(str::parse::<usize>)
+                .transpose()
+                .map_err(|_| crate::Error::Config(format!("--device {s}: expected cuda or cuda:N")))?;
             Ok(Device::Cuda(index.unwrap_or(0)))
         }
         Some(s) => Err(crate::Error::Config(format!("--device {s}: expected auto, cpu, cuda or cuda:N"))),
@@ -29,7 +31,10 @@ pub fn report() -> Vec<(String, String)> {
         ("CUDA available".to_string(), tch::Cuda::is_available().to_string()),
         ("CUDA devices".to_string(), tch::Cuda::device_count().to_string()),
         ("cuDNN".to_string(), tch::Cuda::cudnn_is_available().to_string()),
-        ("CUDA runtime".to_string(), if tch::Cuda::is_available() { tch::utils::version_cudart().to_string() } else { "-".into() }),
+        (
+            "CUDA runtime".to_string(),
+            if tch::Cuda::is_available() { tch::utils::version_cudart().to_string() } else { "-".into() },
+        ),
         ("MKL-DNN".to_string(), tch::utils::has_mkldnn().to_string()),
         ("default device".to_string(), format!("{:?}", Device::cuda_if_available())),
     ];
@@ -45,8 +50,9 @@ fn libtorch_version(lib: &str) -> String {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".into())
 }

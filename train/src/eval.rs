@@ -93,10 +93,15 @@ fn parse_item(v: &serde_json::Value) -> std::result::Result<Item, String> {
 /// the continuation's tokens are those of `encode(context + continuation)` after
 /// `encode(context)`; an empty context is replaced by the end-of-document token; inputs
 /// longer than the model's window keep their last tokens.
-pub fn loglikelihood(model: &Llama, tok: &Tokenizer, eos: u32, context: &str, continuation: &str) -> Result<(f64, bool)> {
+pub fn loglikelihood(
+    model: &Llama,
+    tok: &Tokenizer,
+    eos: u32,
+    context: &str,
+    continuation: &str,
+) -> Result<(f64, bool)> {
     let trimmed = context.trim_end();
-    let (context, continuation) =
-        (trimmed, format!("{}{}", &context[trimmed.len()..], continuation));
+    let (context, continuation) = (trimmed, format!("{}{}", &context[trimmed.len()..], continuation));
     let enc = |s: &str| -> Result<Vec<u32>> {
         Ok(tok.encode_fast(s, false).map_err(|e| Error::Data(format!("tokenizing: {e}")))?.get_ids().to_vec())
     };
@@ -141,7 +146,8 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
                     .iter()
                     .map(|c| Ok(loglikelihood(model, tok, eos, context, &format!(" {c}"))?.0))
                     .collect::<Result<Vec<f64>>>()?;
-                let norm: Vec<f64> = lls.iter().zip(choices).map(|(ll, c)| ll / c.chars().count().max(1) as f64).collect();
+                let norm: Vec<f64> =
+                    lls.iter().zip(choices).map(|(ll, c)| ll / c.chars().count().max(1) as f64).collect();
                 hits += usize::from(argmax(&lls) == *gold);
                 hits_norm += usize::from(argmax(&norm) == *gold);
                 has_norm = true;

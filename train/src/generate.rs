@@ -77,7 +77,8 @@ fn next_token(model: &Llama, ids: &[i64], s: Sampling) -> i64 {
         if s.top_k > 0 && s.top_k < logits.size()[0] {
             let (top, _) = logits.topk(s.top_k, -1, true, true);
             let floor = top.select(0, s.top_k - 1);
-            logits = logits.where_self(&logits.ge_tensor(&floor), &Tensor::from(f64::NEG_INFINITY).to_device(model.device));
+            logits =
+                logits.where_self(&logits.ge_tensor(&floor), &Tensor::from(f64::NEG_INFINITY).to_device(model.device));
         }
         logits.softmax(-1, Kind::Float).multinomial(1, false).int64_value(&[0])
     })

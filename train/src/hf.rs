@@ -118,7 +118,8 @@ pub fn read_hf_config(path: &Path) -> Result<ModelConfig> {
             "model_type {model_type:?} is not supported; mixforge reads llama, mistral and ministral models"
         )));
     }
-    let int = |k: &str| v[k].as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("{k} is missing or not an integer")));
+    let int =
+        |k: &str| v[k].as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("{k} is missing or not an integer")));
     let (d_model, n_heads) = (int("hidden_size")?, int("num_attention_heads")?);
     let n_layers = int("num_hidden_layers")?;
     if v["attention_bias"].as_bool() == Some(true) || v["mlp_bias"].as_bool() == Some(true) {

@@ -108,7 +108,8 @@ impl Llama {
         let embed = params.get("model.embed_tokens.weight");
         let lm_head = if config.tie_embeddings { embed.shallow_clone() } else { params.get("lm_head.weight") };
         let half = config.head_dim as i64 / 2;
-        let inv_freq = (Tensor::arange(half, (Kind::Double, device)) * (-2.0 * config.rope_theta.ln() / config.head_dim as f64))
+        let inv_freq = (Tensor::arange(half, (Kind::Double, device))
+            * (-2.0 * config.rope_theta.ln() / config.head_dim as f64))
             .exp()
             .to_kind(Kind::Float);
         Ok(Llama { norm: params.get("model.norm.weight"), config, params, layers, embed, lm_head, inv_freq, device })
@@ -154,7 +155,16 @@ impl Llama {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn attention(&self, layer: &Layer, h: &Tensor, cos: &Tensor, sin: &Tensor, masks: &Masks, b: i64, t: i64) -> Tensor {
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        masks: &Masks,
+        b: i64,
+        t: i64,
+    ) -> Tensor {
         let c = &self.config;
         let (nh, nkv, hd) = (c.n_heads as i64, c.n_kv_heads as i64, c.head_dim as i64);
         let q = h.linear::<Tensor>(&layer.q, None).view([b, t, nh, hd]).transpose(1, 2);
@@ -226,9 +236,7 @@ pub fn naive_mask(t: i64, window: Option<i64>, docs: Option<&[i64]>) -> Vec<Vec<
         .map(|q| {
             (0..t)
                 .map(|k| {
-                    k <= q
-                        && window.is_none_or(|w| q - k < w)
-                        && docs.is_none_or(|d| d[q as usize] == d[k as usize])
+                    k <= q && window.is_none_or(|w| q - k < w) && docs.is_none_or(|d| d[q as usize] == d[k as usize])
                 })
                 .collect()
         })

@@ -45,6 +45,10 @@ pub struct Params {
 impl Params {
     /// Allocates and initialises every parameter, in order, from `seed`.
     pub fn new(specs: &[ParamSpec], device: Device, seed: u64, trainable: bool) -> Params {
+        // libtorch's generator is process-wide: hold it while seeding and drawing, so models
+        // built concurrently (proxies, tests) still get exactly their seed's weights.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(seed as i64);
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(specs.len());
         let mut groups = Vec::new();
@@ -103,9 +107,7 @@ impl Params {
     /// parameter to be present with its exact shape; `source` names the origin in errors.
     pub fn load(&self, tensors: &BTreeMap<String, Tensor>, source: &str) -> Result<()> {
         for (name, param) in &self.named {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| Error::Data(format!("{source}: tensor {name} is missing")))?;
+            let t = tensors.get(name).ok_or_else(|| Error::Data(format!("{source}: tensor {name} is missing")))?;
             if t.size() != param.size() {
                 return Err(Error::Data(format!(
                     "{source}: tensor {name} has shape {:?}, the model needs {:?}",

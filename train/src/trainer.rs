@@ -241,7 +241,8 @@ impl Trainer {
     fn metrics_writer(&self) -> Result<Option<std::io::BufWriter<std::fs::File>>> {
         let Some(run) = &self.run else { return Ok(None) };
         let path = run.join("metrics.jsonl");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Some(std::io::BufWriter::new(file)))
     }
 }
