@@ -1,3 +1,5 @@
+// Build scripts talk to cargo on stdout.
+#![allow(clippy::print_stdout)]
 //! Build script shared by the packages that link libtorch (`train` and the `mixforge` binary).
 //!
 //! torch-sys finds libtorch (from the PyPI `torch` wheel, `LIBTORCH_USE_PYTORCH=1`) and

@@ -73,7 +73,7 @@ impl Mixture {
         if self.weights.values().sum::<f64>() <= 0.0 {
             return Err("the weights sum to zero".into());
         }
-        if let Some((d, e)) = self.max_epochs.iter().find(|(_, e)| !(**e > 0.0)) {
+        if let Some((d, e)) = self.max_epochs.iter().find(|(_, e)| e.is_nan() || **e <= 0.0) {
             return Err(format!("max_epochs of {d} is {e}; caps must be positive"));
         }
         Ok(())

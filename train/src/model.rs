@@ -126,6 +126,8 @@ impl Llama {
     }
 
     /// Final hidden states `[batch, seq, d_model]` (after the last norm).
+    // `x = x + f(x)`, not `x += …`: tch's `+=` adds in place, which autograd forbids here.
+    #[allow(clippy::assign_op_pattern)]
     pub fn hidden(&self, inputs: &Inputs) -> Tensor {
         let c = &self.config;
         let (b, t) = inputs.tokens.size2().expect("tokens are [batch, seq]");

@@ -86,7 +86,7 @@ fn reference_logits(model: &Llama, ids: &Tensor, positions: &[i64], docs: Option
         let h = rms(&x, &w("post_attention_layernorm"), c.norm_eps);
         let gate = h.matmul(&w("mlp.gate_proj").tr());
         let mlp = (gate.sigmoid() * &gate * h.matmul(&w("mlp.up_proj").tr())).matmul(&w("mlp.down_proj").tr());
-        x = x + mlp;
+        x = &x + mlp;
     }
     rms(&x, &p("model.norm.weight"), c.norm_eps).matmul(&p("lm_head.weight").tr()).unsqueeze(0)
 }
