@@ -21,3 +21,7 @@ lint:
 # mixforge vs Python tokenizers 0.23.3: tokens/s on the same documents, tokenizer and threads.
 bench-tokenize:
     bash bench/tokenize.sh
+
+# mixforge vs a PyTorch eager reference: tokens/s training the same model, batch and sequence.
+bench-train:
+    bash bench/train.sh
