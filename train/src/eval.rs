@@ -6,7 +6,10 @@
 //! - `context` + `continuation`: `acc` when the continuation is the greedy one, and perplexity
 //!   (LAMBADA);
 //! - `context` + `answer` (+ `aliases`): greedy generation up to a newline, `.` or `,`, exact
-//!   match after lowercasing and removing punctuation and articles (TriviaQA).
+//!   match after lowercasing and removing punctuation and articles (TriviaQA);
+//! - `question` + `answer` with a final `#### N` (GSM8K): greedy generation after
+//!   `Question: …\nAnswer:` up to a blank line, scored by the last number in the output
+//!   against N (exact match, commas ignored).
 
 use std::path::Path;
 
@@ -25,6 +28,7 @@ pub enum Item {
     Options { contexts: Vec<String>, continuation: String, gold: usize },
     Continuation { context: String, continuation: String },
     Generate { context: String, answers: Vec<String> },
+    Math { question: String, answer: String },
 }
 
 /// Scores of one task.
@@ -82,8 +86,15 @@ fn parse_item(v: &serde_json::Value) -> std::result::Result<Item, String> {
         answers.extend(strings("aliases").unwrap_or_default());
         return Ok(Item::Generate { context, answers });
     }
+    if let (Some(question), Some(answer)) = (s("question"), s("answer")) {
+        let answer = answer.rsplit("####").next().map(|a| a.trim().replace(',', "")).unwrap_or_default();
+        if answer.is_empty() {
+            return Err("answer has no final `#### N`".into());
+        }
+        return Ok(Item::Math { question, answer });
+    }
     Err("unknown item shape: expected query+choices+gold, context_options+continuation+gold, \
-         context+continuation, or context+answer"
+         context+continuation, context+answer, or question+answer"
         .into())
 }
 
@@ -171,6 +182,11 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
                 let got = normalize_answer(&out);
                 hits += usize::from(answers.iter().any(|a| normalize_answer(a) == got));
             }
+            Item::Math { question, answer } => {
+                let prompt = format!("Question: {question}\nAnswer:");
+                let out = generate::greedy_until(model, tok, &prompt, 256, &["\n\n", "Question:"])?;
+                hits += usize::from(last_number(&out).as_deref() == Some(answer.as_str()));
+            }
         }
     }
     let n = items.len() as f64;
@@ -198,4 +214,42 @@ fn argmax(xs: &[f64]) -> usize {
 fn normalize_answer(s: &str) -> String {
     let lower: String = s.to_lowercase().chars().filter(|c| !c.is_ascii_punctuation()).collect();
     lower.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
+}
+
+/// The last number in a text (commas dropped, a trailing period trimmed).
+fn last_number(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ',' || c == '-'))
+        .map(|w| w.replace(',', "").trim_end_matches('.').to_string())
+        .filter(|w| w.chars().any(|c| c.is_ascii_digit()))
+        .last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_shape_and_names_bad_items() {
+        let item = |j: &str| parse_item(&serde_json::from_str(j).unwrap());
+        assert!(matches!(item(r#"{"query":"q","choices":["a","b"],"gold":1}"#), Ok(Item::Choice { gold: 1, .. })));
+        assert!(matches!(
+            item(r#"{"context_options":["a","b"],"continuation":"c","gold":0}"#),
+            Ok(Item::Options { .. })
+        ));
+        assert!(matches!(item(r#"{"context":"a","continuation":"b"}"#), Ok(Item::Continuation { .. })));
+        assert!(matches!(item(r#"{"context":"a","answer":"b","aliases":["c"]}"#), Ok(Item::Generate { .. })));
+        assert_eq!(
+            item(r#"{"question":"q","answer":"so 1,234\n#### 1,234"}"#).unwrap(),
+            Item::Math { question: "q".into(), answer: "1234".into() }
+        );
+        assert!(item(r#"{"query":"q","choices":["a"],"gold":3}"#).unwrap_err().contains("out of range"));
+        assert!(item(r#"{"foo":1}"#).unwrap_err().contains("unknown item shape"));
+    }
+
+    #[test]
+    fn answers_are_normalized_and_numbers_extracted() {
+        assert_eq!(normalize_answer("The Onion!"), "onion");
+        assert_eq!(last_number("She makes 9 * 2 = $18 each day, so 1,800."), Some("1800".into()));
+        assert_eq!(last_number("no digits"), None);
+    }
 }
