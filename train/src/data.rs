@@ -128,6 +128,9 @@ struct Domain {
     train: Vec<Segment>,
     val: Vec<Segment>,
     train_tokens: u64,
+    /// The document order of `order_epoch`, cached: derived from seed and epoch, not state.
+    order: Vec<usize>,
+    order_epoch: Option<u64>,
 }
 
 /// Where a domain's stream stands.
@@ -258,20 +261,23 @@ impl Loader {
 
     /// `n` tokens from domain `d`'s stream, with the document index of each token.
     fn fill(&mut self, d: usize, n: usize) -> Result<(Vec<u32>, Vec<i64>)> {
-        let domain = &self.domains[d];
+        let seed = self.config.seed;
+        let domain = &mut self.domains[d];
         let cursor = self.state.cursors.get_mut(&domain.name).expect("a cursor per domain");
         let mut out = Vec::with_capacity(n);
         let mut doc_of = Vec::with_capacity(n);
         let mut doc_index = 0i64;
-        let mut order = epoch_order(domain, self.config.seed, cursor.epoch);
         while out.len() < n {
-            if cursor.pos >= order.len() {
+            if cursor.pos >= domain.train.len() {
                 cursor.epoch += 1;
                 cursor.pos = 0;
                 cursor.offset = 0;
-                order = epoch_order(domain, self.config.seed, cursor.epoch);
             }
-            let seg = domain.train[order[cursor.pos]];
+            if domain.order_epoch != Some(cursor.epoch) {
+                domain.order = epoch_order(domain, seed, cursor.epoch);
+                domain.order_epoch = Some(cursor.epoch);
+            }
+            let seg = domain.train[domain.order[cursor.pos]];
             let doc = domain.shards[seg.shard].doc(seg.doc);
             let len = seg.end - seg.start;
             // offset == len means the document is done and its EOS is next.
@@ -401,7 +407,7 @@ fn open_domain(shards: &Shards, name: &str, val_fraction: f64) -> Result<Domain>
         }
     }
     let train_tokens = train.iter().map(|s| (s.end - s.start + 1) as u64).sum();
-    Ok(Domain { name: name.to_string(), shards: open, train, val, train_tokens })
+    Ok(Domain { name: name.to_string(), shards: open, train, val, train_tokens, order: Vec::new(), order_epoch: None })
 }
 
 /// The end-of-document token of a tokenizer: the first of the usual names it knows.

@@ -220,8 +220,7 @@ fn normalize_answer(s: &str) -> String {
 fn last_number(text: &str) -> Option<String> {
     text.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ',' || c == '-'))
         .map(|w| w.replace(',', "").trim_end_matches('.').to_string())
-        .filter(|w| w.chars().any(|c| c.is_ascii_digit()))
-        .last()
+        .rfind(|w| w.chars().any(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]
