@@ -1,9 +1,13 @@
 # mixforge tasks. `just --list` shows them. Install just with `pip install rust-just`
 # (or `cargo install just`); every recipe is also a plain script you can run without it.
 
-# The main job: every corpus stage on the bundled demo corpus, ending in a summary.
+# The main job: every corpus stage on the bundled demo corpus, a mix proposal, a tiny model trained on it.
 demo *ARGS:
     scripts/demo {{ARGS}}
+
+# The data-mix simulator end to end: 24 proxies, a proposal, three models at 4x the proxy budget.
+mix-experiment:
+    scripts/mix-experiment
 
 # The test suite (what CI runs): rustfmt check and every test of the workspace.
 test:

@@ -81,7 +81,8 @@ pub struct TrainArgs {
     /// Token shards written by `corpus shard` / `corpus run`.
     #[arg(long)]
     pub shards: PathBuf,
-    /// Mixture TOML (a `[weights]` table, e.g. a mix proposal); natural token proportions when absent.
+    /// Mixture: a TOML file with a `[weights]` table (e.g. a mix proposal), or `natural` (token
+    /// proportions, the default) or `uniform`.
     #[arg(long)]
     pub mix: Option<PathBuf>,
     /// Optimizer steps.
@@ -227,8 +228,150 @@ pub enum MixCommand {
     Fit(MixFitArgs),
     /// Predict a metric for mixtures (RegMix mixtures format) with a fitted model.
     ///
-    /// Writes `index,predicted`. Example: mixforge mix predict --model model.json --mixtures test_mixture_1m.csv --out pred.csv
+    /// Writes `index,predicted` (and `std` when the model has bootstrap members).
+    /// Example: mixforge mix predict --model model.json --mixtures test_mixture_1m.csv --out pred.csv
     Predict(MixPredictArgs),
+    /// Design a swarm of proxy mixtures around a prior and train a small proxy on each.
+    ///
+    /// Repetition-matched: each proxy reads only proxy/target of every domain, so it repeats each
+    /// domain as often as the target run will. Finished runs go to OUT/runs.csv (and .parquet) as
+    /// they finish; rerunning the same command resumes. Example:
+    /// mixforge mix swarm --shards runs/demo/shards --runs 24 --proxy-tokens 250000 --target-tokens 1000000 --out runs/swarm
+    Swarm(MixSwarmArgs),
+    /// Fit a surrogate per objective metric on a runs table and propose the mixture that minimises
+    /// the objective within the epoch caps; writes the proposal TOML and per-domain utility.
+    ///
+    /// Example: mixforge mix propose --runs runs/swarm/runs.csv --shards runs/demo/shards --target-tokens 1000000 --out proposal.toml
+    Propose(MixProposeArgs),
+    /// Write a proposal out as shards: each domain's share of --tokens, shuffled, within its caps.
+    ///
+    /// Example: mixforge mix materialize --proposal proposal.toml --shards runs/demo/shards --tokens 1000000 --out runs/mixed
+    Materialize(MixMaterializeArgs),
+}
+
+/// The mixture budget: target size, caps and floors.
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Token shards (from `corpus run` / `corpus shard`).
+    #[arg(long)]
+    pub shards: PathBuf,
+    /// Training tokens of the run the mixture is for.
+    #[arg(long)]
+    pub target_tokens: u64,
+    /// Most epochs any domain may be read at the target budget (0: uncapped).
+    #[arg(long, default_value_t = 4.0)]
+    pub max_epochs: f64,
+    /// Smallest weight every domain keeps (0 lets a domain drop out).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_weight: f64,
+    /// Centre of the swarm's draws and of the KL term: natural, uniform, or a TOML file with a [weights] table.
+    #[arg(long, default_value = "natural")]
+    pub prior: String,
+}
+
+/// `mix swarm` flags.
+#[derive(Debug, Args)]
+pub struct MixSwarmArgs {
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Swarm directory (plan, design, runs table); reused to resume.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Proxies in the swarm, the anchors (prior, natural, uniform, UniMax) included.
+    #[arg(long, default_value_t = 24)]
+    pub runs: usize,
+    /// Training tokens per proxy.
+    #[arg(long, default_value_t = 250_000)]
+    pub proxy_tokens: u64,
+    /// Dirichlet concentration multipliers cycled over the draws (small: extreme mixtures).
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,1,2,4")]
+    pub concentrations: Vec<f64>,
+    /// Proxy model preset or config TOML.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Proxy sequence length.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Proxy batch size (sequences).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Proxy peak learning rate.
+    #[arg(long, default_value_t = 1e-2)]
+    pub lr: f64,
+    /// Validation sequences per domain.
+    #[arg(long, default_value_t = 32)]
+    pub eval_sequences: usize,
+    /// Task file scored after each proxy (repeatable); adds `<task>_acc` metrics.
+    #[arg(long)]
+    pub task: Vec<PathBuf>,
+    /// Items per task.
+    #[arg(long)]
+    pub task_limit: Option<usize>,
+    /// Proxies trained at once (each on --threads / jobs threads).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Seed of the design and of every proxy.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `mix propose` flags.
+#[derive(Debug, Args)]
+pub struct MixProposeArgs {
+    /// Runs table (from `mix swarm` or `mix import`).
+    #[arg(long)]
+    pub runs: PathBuf,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Objective term METRIC[=WEIGHT] (repeatable); minimised, so give accuracies a negative
+    /// weight. Default: the mean of every `<domain>_val_loss`, one surrogate per domain.
+    #[arg(long)]
+    pub objective: Vec<String>,
+    /// Surrogate per metric: auto picks by 5-fold CV Spearman.
+    #[arg(long, value_enum, default_value_t = SurrogateArg::Auto)]
+    pub surrogate: SurrogateArg,
+    /// Bootstrap members per metric, for the prediction intervals (0: none).
+    #[arg(long, default_value_t = 16)]
+    pub bootstrap: usize,
+    /// Strength of KL(proposal ‖ prior) added to the objective.
+    #[arg(long, default_value_t = 0.0)]
+    pub kl_weight: f64,
+    /// Minimise objective + RISK × its bootstrap std, so the proposal stays where the swarm
+    /// gives evidence (0: the predicted mean only).
+    #[arg(long, default_value_t = 1.0)]
+    pub risk: f64,
+    /// Round each domain's tokens to a multiple of this (default: target / 1000).
+    #[arg(long)]
+    pub quantum_tokens: Option<u64>,
+    /// Seed of the search.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Proposal TOML to write; utility.csv goes beside the runs table.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `mix materialize` flags.
+#[derive(Debug, Args)]
+pub struct MixMaterializeArgs {
+    /// Proposal TOML (from `mix propose`).
+    #[arg(long)]
+    pub proposal: PathBuf,
+    /// Source token shards.
+    #[arg(long)]
+    pub shards: PathBuf,
+    /// Training tokens to write (EOS separators included).
+    #[arg(long)]
+    pub tokens: u64,
+    /// Output shard directory (replaced when it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the shuffles.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Documents per written shard file.
+    #[arg(long, default_value_t = 8192)]
+    pub chunk_docs: usize,
 }
 
 /// `mix import` flags.
@@ -257,6 +400,9 @@ pub struct MixFitArgs {
     /// Surrogate: auto (best 5-fold CV Spearman), gbdt, mixing-law, linear, ensemble.
     #[arg(long, value_enum, default_value_t = SurrogateArg::Auto)]
     pub surrogate: SurrogateArg,
+    /// Bootstrap members refitted on resampled runs; their spread is the `std` of predictions (0: none).
+    #[arg(long, default_value_t = 16)]
+    pub bootstrap: usize,
     /// Model file to write (JSON).
     #[arg(long)]
     pub out: PathBuf,

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Corpus(command) => commands::corpus::run(command),
         cli::Command::Tokenizer(cli::TokenizerCommand::Bench(args)) => commands::tokenizer::bench(&args),
-        cli::Command::Mix(command) => commands::mix::run(command),
+        cli::Command::Mix(command) => commands::mix::run(command, cli.threads),
         cli::Command::Train(args) => commands::train::train(&args),
         cli::Command::Eval(args) => commands::train::eval(&args),
         cli::Command::Generate(args) => commands::train::generate(&args),

@@ -1,6 +1,8 @@
 //! Shared helpers of the CLI tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 /// A fresh, empty scratch directory unique to this process and `name`.
 pub fn scratch(name: &str) -> PathBuf {
@@ -16,4 +18,19 @@ pub fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// Shards of the demo corpus (the demo recipe), built once per test process.
+pub fn demo_shards() -> &'static Path {
+    static SHARDS: OnceLock<PathBuf> = OnceLock::new();
+    SHARDS.get_or_init(|| {
+        let run = scratch("demo-corpus");
+        let out = Command::new(env!("CARGO_BIN_EXE_mixforge"))
+            .args(["corpus", "run", "recipes/demo.toml", "--out", run.to_str().unwrap()])
+            .current_dir(manifest_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "corpus run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        run.join("shards")
+    })
 }

@@ -56,16 +56,13 @@ fn import_fit_predict_round_trip() {
     ]);
     assert!(predicted.status.success(), "{}", String::from_utf8_lossy(&predicted.stderr));
     // Predictions against the real held-out losses.
-    let pred: Vec<(String, f64)> = std::fs::read_to_string(path("pred.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let (i, p) = l.split_once(',').unwrap();
-            (i.to_string(), p.parse().unwrap())
-        })
-        .collect();
+    let text = std::fs::read_to_string(path("pred.csv")).unwrap();
+    assert!(text.starts_with("index,predicted,std\n"), "bootstrap members give a std column");
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let pred: Vec<(String, f64)> = rows.iter().map(|c| (c[0].to_string(), c[1].parse().unwrap())).collect();
+    let stds: Vec<f64> = rows.iter().map(|c| c[2].parse().unwrap()).collect();
     assert_eq!(pred.len(), 256);
+    assert!(stds.iter().all(|s| *s >= 0.0) && stds.iter().any(|s| *s > 0.0), "bootstrap spread");
     let truth_table = mixforge(&[
         "mix",
         "import",
@@ -106,4 +103,185 @@ fn import_fit_predict_round_trip() {
         &path("bad.csv"),
     ]);
     assert!(!refused.status.success());
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mixforge(args);
+    assert!(out.status.success(), "mixforge {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn data_rows(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).map(|t| t.lines().skip(1).map(String::from).collect()).unwrap_or_default()
+}
+
+/// The whole simulator on real shards: a swarm killed with SIGKILL resumes without redoing
+/// finished proxies; the proposal is read by the trainer; materialized shards realise it
+/// within its caps and train.
+#[test]
+fn swarm_resumes_after_kill_then_proposes_and_materializes() {
+    let shards = crate::common::demo_shards().to_str().unwrap().to_string();
+    let dir = scratch("mix-swarm");
+    let swarm = dir.join("swarm");
+    let args: Vec<String> = [
+        "--threads",
+        "1",
+        "mix",
+        "swarm",
+        "--shards",
+        &shards,
+        "--out",
+        swarm.to_str().unwrap(),
+        "--runs",
+        "6",
+        "--proxy-tokens",
+        "16000",
+        "--target-tokens",
+        "64000",
+        "--jobs",
+        "1",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "8",
+        "--eval-sequences",
+        "8",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_mixforge")).args(&args).current_dir(manifest_dir()).spawn().unwrap();
+    let runs_csv = swarm.join("runs.csv");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while data_rows(&runs_csv).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no proxy finished in 5 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the swarm ended before it was killed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = data_rows(&runs_csv);
+    assert!(before.len() >= 2 && before.len() < 6, "{before:?}");
+
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let resumed = ok(&arg_refs);
+    assert!(resumed.contains(&format!("{} already done", before.len())), "{resumed}");
+    let after = data_rows(&runs_csv);
+    assert_eq!(after.len(), 6);
+    for row in &before {
+        assert!(after.contains(row), "finished run changed on resume: {row}");
+    }
+    let table = mixsim::RunsTable::read_csv(&runs_csv).unwrap();
+    assert!(
+        table.metrics.contains(&"avg_val_loss".to_string()) && table.metrics.contains(&"math_val_loss".to_string())
+    );
+
+    // Propose: every cap holds, the trainer reads the file, utility is written beside the runs.
+    let proposal = dir.join("proposal.toml");
+    let printed = ok(&[
+        "mix",
+        "propose",
+        "--runs",
+        runs_csv.to_str().unwrap(),
+        "--shards",
+        &shards,
+        "--target-tokens",
+        "64000",
+        "--max-epochs",
+        "2",
+        "--bootstrap",
+        "4",
+        "--out",
+        proposal.to_str().unwrap(),
+    ]);
+    assert!(printed.contains("predicted objective") && printed.contains("uniform"), "{printed}");
+    let p = mixsim::Proposal::load(&proposal).unwrap();
+    assert!((p.weights.values().sum::<f64>() - 1.0).abs() < 1e-9);
+    for (d, e) in &p.epochs {
+        assert!(*e <= 2.0 + 1e-12, "{d} read {e} epochs past the cap of 2");
+    }
+    assert!(swarm.join("utility.csv").exists());
+    let train_dir = dir.join("train");
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        "--model",
+        "tiny",
+        "--shards",
+        &shards,
+        "--mix",
+        proposal.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "4",
+        "--out",
+        train_dir.to_str().unwrap(),
+    ]);
+
+    // Materialize: realised shares within one token per domain, caps kept, and it trains.
+    let mixed = dir.join("mixed");
+    ok(&[
+        "mix",
+        "materialize",
+        "--proposal",
+        proposal.to_str().unwrap(),
+        "--shards",
+        &shards,
+        "--tokens",
+        "50000",
+        "--out",
+        mixed.to_str().unwrap(),
+        "--chunk-docs",
+        "100",
+    ]);
+    let opened = corpus::shards::Shards::open(&mixed).unwrap();
+    let realised = opened.manifest().mixture.clone().expect("a realised mixture");
+    assert_eq!(realised.tokens, 50_000);
+    for (d, r) in &realised.domains {
+        assert!((r.tokens as f64 - p.weights[d] * 50_000.0).abs() <= 1.0, "{d}: {r:?}");
+        assert!(r.epochs <= 2.0 + 1e-9, "{d}: {r:?}");
+    }
+    let stream_tokens: u64 = realised.stream.iter().map(|e| e.tokens + e.docs).sum();
+    assert_eq!(stream_tokens, 50_000, "the stream holds every training token once (EOS per document)");
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        "--model",
+        "tiny",
+        "--shards",
+        mixed.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "4",
+        "--out",
+        dir.join("train-mixed").to_str().unwrap(),
+    ]);
+    // Asking for more tokens than the caps allow is refused, naming the domain and the cap.
+    let refused = mixforge(&[
+        "mix",
+        "materialize",
+        "--proposal",
+        proposal.to_str().unwrap(),
+        "--shards",
+        &shards,
+        "--tokens",
+        "100000000",
+        "--out",
+        dir.join("too-big").to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("past its cap"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

@@ -3,28 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use corpus::shards::{Shards, Split};
 use train::model::Inputs;
 
-use crate::common::{manifest_dir, scratch};
+use crate::common::{demo_shards, manifest_dir, scratch};
 
 fn mixforge(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap();
     assert!(out.status.success(), "mixforge {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     out
-}
-
-/// Shards of the demo corpus (the demo recipe), built once per test process.
-fn demo_shards() -> &'static Path {
-    static SHARDS: OnceLock<PathBuf> = OnceLock::new();
-    SHARDS.get_or_init(|| {
-        let run = scratch("train-demo");
-        mixforge(&["corpus", "run", "recipes/demo.toml", "--out", run.to_str().unwrap()]);
-        run.join("shards")
-    })
 }
 
 fn s(p: &Path) -> &str {

@@ -115,6 +115,39 @@ pub enum Error {
         /// Names available.
         known: Vec<String>,
     },
+    /// Shards could not be read.
+    #[error(transparent)]
+    Corpus(#[from] corpus::Error),
+    /// A setting or input is out of range or inconsistent; the message says which and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caps and minimum weights leave no mixture.
+    #[error("infeasible budget: {0}")]
+    Infeasible(String),
+    /// A proxy run failed.
+    #[error("proxy run {index}: {message}")]
+    Proxy {
+        /// The run.
+        index: String,
+        /// What the trainer said.
+        message: String,
+    },
+    /// A TOML file did not parse or lacks a field.
+    #[error("{path}: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Parquet could not be written.
+    #[error("{path}: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The writer's message.
+        message: String,
+    },
 }
 
 /// Shorthand for results in this crate.

@@ -1,4 +1,7 @@
-//! mixsim: the pure core of an offline data-mixture simulator (tables, surrogates, rank metrics).
+//! mixsim: the offline data-mixture simulator: budgets and caps from shard manifests, swarm
+//! design, swarm running through a [`ProxyTrainer`] (the CLI wires it to the trainer; this
+//! crate never links libtorch), runs tables, surrogates, constrained proposals with per-domain
+//! utility, and materialized mixtures.
 //!
 //! Fit a surrogate on proxy runs (mixture weights → a validation loss), check it by k-fold
 //! cross-validation, save it, and predict the loss of new mixtures. No heavy dependencies and
@@ -14,15 +17,30 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod design;
 mod error;
+pub mod materialize;
 pub mod metrics;
 pub mod model;
+pub mod optimize;
+pub mod proposal;
 mod rng;
+pub mod rounding;
 pub mod runs;
+pub mod simplex;
 pub mod surrogate;
+pub mod swarm;
 
+pub use budget::Budget;
+pub use design::{DesignConfig, design};
 pub use error::{Error, Result};
+pub use materialize::{MaterializeConfig, materialize};
 pub use metrics::{CvReport, kfold_cv, mae, pearson, spearman};
 pub use model::{FittedModel, SurrogateKind};
+pub use optimize::SearchConfig;
+pub use proposal::{Proposal, ProposeConfig, propose};
+pub use rounding::round_tokens;
 pub use runs::{Mixtures, Run, RunsTable, read_mixtures};
 pub use surrogate::{AnySurrogate, Ensemble, Gbdt, GbdtConfig, Linear, MixingLaw, Surrogate, auto};
+pub use swarm::{ProxyJob, ProxyTrainer, SwarmDir, SwarmPlan, SwarmProgress, run_swarm};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::{CvReport, kfold_cv};
+use crate::rng::SplitMix64;
 use crate::runs::{RunsTable, write_atomic};
 use crate::surrogate::{self, AnySurrogate, Surrogate};
 
@@ -44,6 +45,10 @@ pub struct FittedModel {
     pub domains: Vec<String>,
     /// The surrogate kind and parameters.
     pub surrogate: AnySurrogate,
+    /// The same surrogate refitted on bootstrap resamples of the runs: the spread of their
+    /// predictions is the uncertainty reported beside each prediction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<AnySurrogate>,
 }
 
 impl FittedModel {
@@ -76,8 +81,47 @@ impl FittedModel {
             target: target.to_string(),
             domains: table.domains.clone(),
             surrogate,
+            bootstrap: Vec::new(),
         };
         Ok((model, reports))
+    }
+
+    /// Adds `members` copies of the surrogate, each fitted on a resample (with replacement)
+    /// of the runs; seeded.
+    pub fn with_bootstrap(mut self, table: &RunsTable, members: usize, seed: u64) -> Result<FittedModel> {
+        let (x, y) = table.xy(&self.target)?;
+        let mut rng = SplitMix64::new(seed);
+        self.bootstrap = (0..members)
+            .map(|_| {
+                let rows: Vec<usize> = (0..x.len()).map(|_| (rng.next_u64() % x.len() as u64) as usize).collect();
+                let bx: Vec<Vec<f64>> = rows.iter().map(|&r| x[r].clone()).collect();
+                let by: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+                let mut member = fresh(self.surrogate.name());
+                member.fit(&bx, &by);
+                member
+            })
+            .collect();
+        Ok(self)
+    }
+
+    /// The name of the fitted surrogate, e.g. `mixing_law`.
+    pub fn surrogate_name(&self) -> &'static str {
+        self.surrogate.name()
+    }
+
+    /// The prediction for one weight row in the model's domain order.
+    pub fn predict(&self, weights: &[f64]) -> f64 {
+        self.surrogate.predict(weights)
+    }
+
+    /// The bootstrap standard deviation for one weight row; `None` without bootstrap members.
+    pub fn std(&self, weights: &[f64]) -> Option<f64> {
+        if self.bootstrap.len() < 2 {
+            return None;
+        }
+        let p: Vec<f64> = self.bootstrap.iter().map(|m| m.predict(weights)).collect();
+        let mean = p.iter().sum::<f64>() / p.len() as f64;
+        Some((p.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (p.len() - 1) as f64).sqrt())
     }
 
     /// Predicts each weight row; `domains` must equal the model's, in order, so a reordered
@@ -87,6 +131,12 @@ impl FittedModel {
             return Err(Error::DomainMismatch { expected: self.domains.clone(), got: domains.to_vec() });
         }
         Ok(rows.iter().map(|w| self.surrogate.predict(w)).collect())
+    }
+
+    /// Like [`FittedModel::predict_rows`], with each prediction's bootstrap std when known.
+    pub fn predict_rows_with_std(&self, domains: &[String], rows: &[Vec<f64>]) -> Result<Vec<(f64, Option<f64>)>> {
+        let predicted = self.predict_rows(domains, rows)?;
+        Ok(predicted.into_iter().zip(rows).map(|(p, w)| (p, self.std(w))).collect())
     }
 
     /// Writes pretty JSON atomically.
@@ -118,12 +168,15 @@ impl FittedModel {
 
 /// A fresh surrogate of a concrete kind (not `Auto`).
 fn unfitted(kind: SurrogateKind) -> AnySurrogate {
-    let candidates = surrogate::candidates();
-    let name = match kind {
+    fresh(match kind {
         SurrogateKind::Linear => "linear",
         SurrogateKind::MixingLaw => "mixing_law",
         SurrogateKind::Gbdt => "gbdt",
         SurrogateKind::Ensemble | SurrogateKind::Auto => "ensemble",
-    };
-    candidates.into_iter().find(|c| c.name() == name).expect("every kind has a candidate")
+    })
+}
+
+/// A fresh surrogate by its name.
+fn fresh(name: &str) -> AnySurrogate {
+    surrogate::candidates().into_iter().find(|c| c.name() == name).expect("every name has a candidate")
 }

@@ -29,4 +29,39 @@ impl SplitMix64 {
             items.swap(i, j);
         }
     }
+
+    /// Standard normal (Box–Muller; one of the pair is dropped for simplicity).
+    pub(crate) fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.next_f64();
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    /// Gamma(shape, 1) by Marsaglia–Tsang, boosting shapes below one.
+    pub(crate) fn gamma(&mut self, shape: f64) -> f64 {
+        if shape < 1.0 {
+            let u = 1.0 - self.next_f64();
+            return self.gamma(shape + 1.0) * u.powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = 1.0 - self.next_f64();
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+
+    /// A Dirichlet draw with concentrations `alpha` (each > 0).
+    pub(crate) fn dirichlet(&mut self, alpha: &[f64]) -> Vec<f64> {
+        let g: Vec<f64> = alpha.iter().map(|&a| self.gamma(a).max(f64::MIN_POSITIVE)).collect();
+        let sum: f64 = g.iter().sum();
+        g.iter().map(|x| x / sum).collect()
+    }
 }

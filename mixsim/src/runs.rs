@@ -17,6 +17,8 @@ pub struct Run {
     pub index: String,
     /// Mixture weights, one per domain in [`RunsTable::domains`] order.
     pub weights: Vec<f64>,
+    /// Scale values (parameters, tokens, …), one per name in [`RunsTable::scales`] order.
+    pub scale: Vec<f64>,
     /// Metric values, one per name in [`RunsTable::metrics`] order.
     pub metrics: Vec<f64>,
 }
@@ -26,6 +28,8 @@ pub struct Run {
 pub struct RunsTable {
     /// Domain names, e.g. `the_pile_pile_cc`.
     pub domains: Vec<String>,
+    /// Scale column names, e.g. `params`, `tokens` (none for imported RegMix swarms).
+    pub scales: Vec<String>,
     /// Metric names, e.g. `the_pile_pile_cc_val_loss`.
     pub metrics: Vec<String>,
     /// The runs, in mixture-file order.
@@ -137,7 +141,7 @@ impl RunsTable {
                     other: metrics.to_path_buf(),
                 });
             };
-            rows.push(Run { index, weights, metrics: metric_values });
+            rows.push(Run { index, weights, scale: Vec::new(), metrics: metric_values });
         }
         if let Some((index, (line, _))) = by_index.into_iter().min_by_key(|(_, (line, _))| *line) {
             return Err(Error::MissingIndex {
@@ -147,7 +151,7 @@ impl RunsTable {
                 other: mixtures.to_path_buf(),
             });
         }
-        Ok(RunsTable { domains, metrics: metric_names, rows })
+        Ok(RunsTable { domains, scales: Vec::new(), metrics: metric_names, rows })
     }
 
     /// Position of a metric by name.
@@ -164,11 +168,15 @@ impl RunsTable {
         Ok(self.rows.iter().map(|r| (r.weights.clone(), r.metrics[m])).unzip())
     }
 
-    /// Writes `index,w:<domain>...,m:<metric>...`; floats use Rust's shortest round-trip form.
+    /// Writes `index,w:<domain>...,s:<scale>...,m:<metric>...`; floats use Rust's shortest
+    /// round-trip form.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
         let mut out = String::from("index");
         for d in &self.domains {
             out.push_str(&format!(",w:{d}"));
+        }
+        for s in &self.scales {
+            out.push_str(&format!(",s:{s}"));
         }
         for m in &self.metrics {
             out.push_str(&format!(",m:{m}"));
@@ -176,7 +184,7 @@ impl RunsTable {
         out.push('\n');
         for run in &self.rows {
             out.push_str(&run.index);
-            for v in run.weights.iter().chain(&run.metrics) {
+            for v in run.weights.iter().chain(&run.scale).chain(&run.metrics) {
                 out.push_str(&format!(",{v}"));
             }
             out.push('\n');
@@ -187,35 +195,67 @@ impl RunsTable {
     /// Reads what [`RunsTable::write_csv`] wrote.
     pub fn read_csv(path: &Path) -> Result<RunsTable> {
         let csv = read_numeric_csv(path)?;
-        let (mut domains, mut metrics) = (Vec::new(), Vec::new());
+        let (mut domains, mut scales, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
         for c in &csv.columns {
+            let out_of_order = |reason| Error::BadHeader { path: path.to_path_buf(), line: 1, reason };
             if let Some(d) = c.strip_prefix("w:") {
-                if !metrics.is_empty() {
-                    return Err(Error::BadHeader {
-                        path: path.to_path_buf(),
-                        line: 1,
-                        reason: "`w:` columns must come before `m:` columns",
-                    });
+                if !scales.is_empty() || !metrics.is_empty() {
+                    return Err(out_of_order("`w:` columns must come before `s:` and `m:` columns"));
                 }
                 domains.push(d.to_string());
+            } else if let Some(s) = c.strip_prefix("s:") {
+                if !metrics.is_empty() {
+                    return Err(out_of_order("`s:` columns must come before `m:` columns"));
+                }
+                scales.push(s.to_string());
             } else if let Some(m) = c.strip_prefix("m:") {
                 metrics.push(m.to_string());
             } else {
-                return Err(Error::BadHeader {
-                    path: path.to_path_buf(),
-                    line: 1,
-                    reason: "columns after `index` must start with `w:` or `m:`",
-                });
+                return Err(out_of_order("columns after `index` must start with `w:`, `s:` or `m:`"));
             }
         }
-        let n_domains = domains.len();
+        let (n_domains, n_scales) = (domains.len(), scales.len());
         let mut rows = Vec::with_capacity(csv.rows.len());
         for (line, index, mut values) in csv.rows {
-            let metric_values = values.split_off(n_domains);
+            let metric_values = values.split_off(n_domains + n_scales);
+            let scale = values.split_off(n_domains);
             check_weight_sum(path, line, &values)?;
-            rows.push(Run { index, weights: values, metrics: metric_values });
+            rows.push(Run { index, weights: values, scale, metrics: metric_values });
         }
-        Ok(RunsTable { domains, metrics, rows })
+        Ok(RunsTable { domains, scales, metrics, rows })
+    }
+}
+
+impl RunsTable {
+    /// Writes the table as Parquet with the CSV's column names (`index` as text, the rest as
+    /// float64), for polars, pandas or duckdb.
+    pub fn write_parquet(&self, path: &Path) -> Result<()> {
+        use std::sync::Arc;
+
+        use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+        use arrow_schema::{DataType, Field, Schema};
+
+        let err = |e: &dyn std::fmt::Display| Error::Parquet { path: path.to_path_buf(), message: e.to_string() };
+        let mut fields = vec![Field::new("index", DataType::Utf8, false)];
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(StringArray::from_iter_values(self.rows.iter().map(|r| r.index.as_str())))];
+        let groups: [(&str, &[String], fn(&Run) -> &[f64]); 3] = [
+            ("w:", &self.domains, |r| &r.weights),
+            ("s:", &self.scales, |r| &r.scale),
+            ("m:", &self.metrics, |r| &r.metrics),
+        ];
+        for (prefix, names, values) in groups {
+            for (k, name) in names.iter().enumerate() {
+                fields.push(Field::new(format!("{prefix}{name}"), DataType::Float64, false));
+                columns.push(Arc::new(Float64Array::from_iter_values(self.rows.iter().map(|r| values(r)[k]))));
+            }
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| err(&e))?;
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| err(&e))?;
+        writer.write(&batch).map_err(|e| err(&e))?;
+        writer.close().map_err(|e| err(&e))?;
+        write_atomic(path, &bytes)
     }
 }
 

@@ -1,14 +1,28 @@
-//! `mixforge mix import | fit | predict`: runs tables and surrogate models.
+//! `mixforge mix import | fit | predict | swarm | propose | materialize`: the data-mix
+//! simulator. The swarm's proxies are trained here, through `mixsim::ProxyTrainer` wired to
+//! `train::proxy`, so mixsim itself never links libtorch.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use mixsim::{FittedModel, RunsTable, Surrogate, SurrogateKind};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mixsim::{
+    Budget, DesignConfig, FittedModel, MaterializeConfig, Proposal, ProposeConfig, ProxyJob, ProxyTrainer, RunsTable,
+    SearchConfig, SurrogateKind, SwarmDir, SwarmPlan, SwarmProgress,
+};
+use train::ModelConfig;
+use train::proxy::ProxySpec;
 
-use crate::cli::{MixCommand, SurrogateArg};
+use crate::cli::{BudgetArgs, MixCommand, MixProposeArgs, MixSwarmArgs, SurrogateArg};
 
-/// Runs one mix command.
-pub fn run(command: MixCommand) -> Result<()> {
+/// The metric every swarm records and `propose` optimises by default: the mean over domains of
+/// the per-domain validation loss.
+const AVG_VAL_LOSS: &str = "avg_val_loss";
+
+/// Runs one mix command; `threads` is the global `--threads` (0: all cores).
+pub fn run(command: MixCommand, threads: usize) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match command {
         MixCommand::Import(args) => {
@@ -26,33 +40,329 @@ pub fn run(command: MixCommand) -> Result<()> {
         }
         MixCommand::Fit(args) => {
             let table = RunsTable::read_csv(&args.runs)?;
-            let kind = match args.surrogate {
-                SurrogateArg::Auto => SurrogateKind::Auto,
-                SurrogateArg::Gbdt => SurrogateKind::Gbdt,
-                SurrogateArg::MixingLaw => SurrogateKind::MixingLaw,
-                SurrogateArg::Linear => SurrogateKind::Linear,
-                SurrogateArg::Ensemble => SurrogateKind::Ensemble,
-            };
-            let (model, reports) = FittedModel::fit_with_cv(&table, &args.target, kind)
+            let model = fit(&table, &args.target, args.surrogate, args.bootstrap, &mut stdout)
                 .with_context(|| format!("fitting {} on {}", args.target, args.runs.display()))?;
-            writeln!(stdout, "5-fold CV on {} runs, target {}:", table.rows.len(), args.target)?;
-            writeln!(stdout, "  {:<12} {:>9} {:>9} {:>9}", "surrogate", "spearman", "pearson", "mae")?;
-            for (name, r) in &reports {
-                writeln!(stdout, "  {name:<12} {:>9.4} {:>9.4} {:>9.4}", r.spearman, r.pearson, r.mae)?;
-            }
             model.save(&args.out)?;
-            writeln!(stdout, "chosen: {} → {}", model.surrogate.name(), args.out.display())?;
+            writeln!(stdout, "chosen: {} → {}", model.surrogate_name(), args.out.display())?;
         }
         MixCommand::Predict(args) => {
             let model = FittedModel::load(&args.model)?;
             let (indices, domains, rows) = mixsim::read_mixtures(&args.mixtures)?;
-            let predicted = model.predict_rows(&domains, &rows)?;
-            let mut csv = String::from("index,predicted\n");
-            for (index, p) in indices.iter().zip(&predicted) {
-                csv.push_str(&format!("{index},{p}\n"));
+            let predicted = model.predict_rows_with_std(&domains, &rows)?;
+            let with_std = !model.bootstrap.is_empty();
+            let mut csv = String::from(if with_std { "index,predicted,std\n" } else { "index,predicted\n" });
+            for (index, (p, std)) in indices.iter().zip(&predicted) {
+                match std {
+                    Some(s) if with_std => csv.push_str(&format!("{index},{p},{s}\n")),
+                    _ => csv.push_str(&format!("{index},{p}\n")),
+                }
             }
             corpus::atomic::write_file(&args.out, csv.as_bytes())?;
             writeln!(stdout, "predicted {} for {} mixtures → {}", model.target, predicted.len(), args.out.display())?;
+        }
+        MixCommand::Swarm(args) => swarm(&args, threads, &mut stdout)?,
+        MixCommand::Propose(args) => propose(&args, &mut stdout)?,
+        MixCommand::Materialize(args) => {
+            let proposal = Proposal::load(&args.proposal)?;
+            let config = MaterializeConfig {
+                proposal: args.proposal.clone(),
+                shards: args.shards.clone(),
+                tokens: args.tokens,
+                out: args.out.clone(),
+                seed: args.seed,
+                chunk_docs: args.chunk_docs,
+            };
+            let manifest = mixsim::materialize(&config, &proposal)?;
+            let mixture = manifest.mixture.as_ref().expect("materialize records its mixture");
+            writeln!(
+                stdout,
+                "{:<12} {:>8} {:>8} {:>12} {:>8} {:>6}",
+                "domain", "weight", "realised", "tokens", "epochs", "cap"
+            )?;
+            for (d, r) in &mixture.domains {
+                let cap = r.max_epochs.map_or("-".to_string(), |c| c.to_string());
+                writeln!(
+                    stdout,
+                    "{d:<12} {:>8.4} {:>8.4} {:>12} {:>8.3} {cap:>6}",
+                    r.weight, r.realised_weight, r.tokens, r.epochs
+                )?;
+            }
+            writeln!(
+                stdout,
+                "{} training tokens in {} stream shards → {}",
+                mixture.tokens,
+                mixture.stream.len(),
+                args.out.display()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn surrogate_kind(arg: SurrogateArg) -> SurrogateKind {
+    match arg {
+        SurrogateArg::Auto => SurrogateKind::Auto,
+        SurrogateArg::Gbdt => SurrogateKind::Gbdt,
+        SurrogateArg::MixingLaw => SurrogateKind::MixingLaw,
+        SurrogateArg::Linear => SurrogateKind::Linear,
+        SurrogateArg::Ensemble => SurrogateKind::Ensemble,
+    }
+}
+
+/// Fits one metric, printing the CV table, and adds bootstrap members.
+fn fit(
+    table: &RunsTable,
+    target: &str,
+    surrogate: SurrogateArg,
+    bootstrap: usize,
+    out: &mut impl Write,
+) -> Result<FittedModel> {
+    let (model, reports) = FittedModel::fit_with_cv(table, target, surrogate_kind(surrogate))?;
+    writeln!(out, "5-fold CV on {} runs, target {target}:", table.rows.len())?;
+    writeln!(out, "  {:<12} {:>9} {:>9} {:>9}", "surrogate", "spearman", "pearson", "mae")?;
+    for (name, r) in &reports {
+        writeln!(out, "  {name:<12} {:>9.4} {:>9.4} {:>9.4}", r.spearman, r.pearson, r.mae)?;
+    }
+    Ok(model.with_bootstrap(table, bootstrap, 0x626f_6f74)?)
+}
+
+fn budget(args: &BudgetArgs) -> Result<Budget> {
+    let cap = (args.max_epochs > 0.0).then_some(args.max_epochs);
+    Ok(Budget::from_shards(&args.shards, args.target_tokens, cap, &BTreeMap::new(), args.min_weight)
+        .with_context(|| format!("budget from {}", args.shards.display()))?)
+}
+
+/// `natural`, `uniform`, or a TOML file's `[weights]` in the budget's domain order.
+fn prior(name: &str, budget: &Budget) -> Result<Vec<f64>> {
+    match name {
+        "natural" => Ok(budget.natural()),
+        "uniform" => Ok(budget.uniform()),
+        path => {
+            let mixture = train::data::Mixture::from_toml_file(Path::new(path))
+                .with_context(|| format!("--prior {path}: expected natural, uniform or a TOML file with [weights]"))?;
+            if let Some(d) = mixture.weights.keys().find(|d| !budget.domains.contains(d)) {
+                bail!("--prior {path} weights domain `{d}`, which the shards do not have");
+            }
+            let w: Vec<f64> = budget.domains.iter().map(|d| mixture.weights.get(d).copied().unwrap_or(0.0)).collect();
+            let sum: f64 = w.iter().sum();
+            Ok(w.iter().map(|x| x / sum).collect())
+        }
+    }
+}
+
+/// Trains proxies with the trainer's proxy API.
+struct TchProxy {
+    spec: ProxySpec,
+    params: u64,
+}
+
+impl ProxyTrainer for TchProxy {
+    fn train(&self, job: &ProxyJob) -> std::result::Result<BTreeMap<String, f64>, String> {
+        let spec = ProxySpec {
+            weights: job.weights.clone(),
+            tokens: job.tokens,
+            data_fraction: job.data_fraction,
+            seed: job.seed,
+            ..self.spec.clone()
+        };
+        let result = train::proxy::run(&spec).map_err(|e| e.to_string())?;
+        let mut metrics: BTreeMap<String, f64> =
+            result.val_loss.iter().map(|(d, loss)| (format!("{d}_val_loss"), *loss)).collect();
+        let mean = result.val_loss.values().sum::<f64>() / result.val_loss.len().max(1) as f64;
+        metrics.insert(AVG_VAL_LOSS.to_string(), mean);
+        metrics.extend(result.tasks.iter().map(|(t, acc)| (format!("{t}_acc"), *acc)));
+        Ok(metrics)
+    }
+
+    fn params(&self) -> u64 {
+        self.params
+    }
+}
+
+/// One bar for the swarm, its message the last run's average loss.
+struct SwarmBar(ProgressBar);
+
+impl SwarmProgress for SwarmBar {
+    fn finished(&self, run: &mixsim::Run, done: usize, _total: usize) {
+        self.0.set_position(done as u64);
+        self.0.set_message(format!("run {} done", run.index));
+    }
+}
+
+fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Result<()> {
+    let budget = budget(&args.budget)?;
+    let prior = prior(&args.budget.prior, &budget)?;
+    if args.proxy_tokens == 0 || args.runs == 0 {
+        bail!("--runs and --proxy-tokens must be positive");
+    }
+    let design = DesignConfig {
+        runs: args.runs,
+        prior,
+        concentrations: args.concentrations.clone(),
+        anchors: true,
+        seed: args.seed,
+    };
+    let mixtures = mixsim::design(&budget, &design)?;
+    let shards = corpus::shards::Shards::open(&args.budget.shards)?;
+    let mut model = ModelConfig::resolve(&args.model)?;
+    model.vocab_size = shards.manifest().vocab_size as usize;
+    let spec = ProxySpec {
+        shards: args.budget.shards.clone(),
+        model: model.clone(),
+        weights: BTreeMap::new(),
+        tokens: args.proxy_tokens,
+        seq_len: args.seq_len,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+        eval_sequences: args.eval_sequences,
+        tasks: args.task.clone(),
+        task_limit: args.task_limit,
+        data_fraction: 1.0,
+    };
+    let plan = SwarmPlan {
+        format_version: mixsim::swarm::PLAN_FORMAT_VERSION,
+        domains: budget.domains.clone(),
+        proxy_tokens: args.proxy_tokens,
+        target_tokens: budget.target_tokens,
+        seed: args.seed,
+        proxy: serde_json::to_value(&spec).context("describing the proxy")?,
+        runs: mixtures.into_iter().enumerate().map(|(k, w)| (format!("run{k:03}"), w)).collect(),
+    };
+    let dir = SwarmDir::new(&args.out)?;
+    let done = dir.finished()?.map_or(0, |t| t.rows.len());
+    // libtorch's thread count is per process: share the cores among the proxies running at once.
+    let cores = if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    let jobs = args.jobs.clamp(1, args.runs);
+    tch::set_num_threads((cores / jobs).max(1) as i32);
+    writeln!(
+        out,
+        "swarm: {} proxies ({} params, {} tokens each, {:.3} of every domain) for a {}-token target, {jobs} at a time; \
+         {done} already done",
+        plan.runs.len(),
+        model.param_count(),
+        args.proxy_tokens,
+        plan.job(0).data_fraction,
+        budget.target_tokens
+    )?;
+    let bar = ProgressBar::with_draw_target(Some(plan.runs.len() as u64), ProgressDrawTarget::stderr())
+        .with_style(
+            ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} runs eta {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        )
+        .with_prefix("proxies");
+    bar.set_position(done as u64);
+    let trainer = TchProxy { spec, params: model.param_count() };
+    let table = mixsim::run_swarm(&dir, &plan, &trainer, jobs, &SwarmBar(bar.clone()))?;
+    bar.finish_and_clear();
+    let m = table.metric_position(AVG_VAL_LOSS)?;
+    let (best, worst) = table
+        .rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r.metrics[m]), hi.max(r.metrics[m])));
+    writeln!(out, "{} runs → {} (avg_val_loss {best:.4} … {worst:.4})", table.rows.len(), dir.runs_csv().display())?;
+    Ok(())
+}
+
+/// `METRIC[=WEIGHT]` terms. None given: the mean of the per-domain validation losses, each
+/// domain's loss with its own surrogate (a per-domain mixing law is convex in the weights, so
+/// their mean has an interior optimum; one law fitted to the mean would not).
+fn objective_terms(terms: &[String], table: &RunsTable) -> Result<Vec<(String, f64)>> {
+    if terms.is_empty() {
+        let per_domain: Vec<&String> =
+            table.metrics.iter().filter(|m| m.ends_with("_val_loss") && m.as_str() != AVG_VAL_LOSS).collect();
+        if per_domain.is_empty() {
+            bail!("the runs table has no `<domain>_val_loss` metrics; name the objective with --objective METRIC");
+        }
+        let w = 1.0 / per_domain.len() as f64;
+        return Ok(per_domain.into_iter().map(|m| (m.clone(), w)).collect());
+    }
+    terms
+        .iter()
+        .map(|t| match t.split_once('=') {
+            None => Ok((t.clone(), 1.0)),
+            Some((m, w)) => {
+                let w: f64 = w
+                    .parse()
+                    .ok()
+                    .filter(|w: &f64| w.is_finite())
+                    .with_context(|| format!("--objective {t}: the weight after `=` must be a number"))?;
+                Ok((m.to_string(), w))
+            }
+        })
+        .collect()
+}
+
+fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
+    let table = RunsTable::read_csv(&args.runs)?;
+    let budget = budget(&args.budget)?;
+    if table.domains != budget.domains {
+        bail!(
+            "the runs in {} are over domains {:?} but {} has {:?}",
+            args.runs.display(),
+            table.domains,
+            args.budget.shards.display(),
+            budget.domains
+        );
+    }
+    let prior = prior(&args.budget.prior, &budget)?;
+    let objective = objective_terms(&args.objective, &table)?;
+    let mut models = Vec::new();
+    for (metric, _) in &objective {
+        models.push(fit(&table, metric, args.surrogate, args.bootstrap, out)?);
+    }
+    writeln!(
+        out,
+        "objective: {}",
+        objective.iter().map(|(m, w)| format!("{w:.3} × {m}")).collect::<Vec<_>>().join(" + ")
+    )?;
+    let config = ProposeConfig {
+        objective,
+        kl_weight: args.kl_weight,
+        risk: args.risk,
+        prior,
+        quantum: args.quantum_tokens.unwrap_or((budget.target_tokens / 1000).max(1)),
+        search: SearchConfig { seed: args.seed, ..SearchConfig::default() },
+    };
+    let proposal = mixsim::propose(&budget, &models, &config)?;
+    proposal.save(&args.out)?;
+    let utility_path: PathBuf = args.runs.parent().unwrap_or(Path::new(".")).join("utility.csv");
+    corpus::atomic::write_file(&utility_path, proposal.utility_csv().as_bytes())?;
+    print_proposal(&proposal, out)?;
+    writeln!(out, "proposal → {}; utility → {}", args.out.display(), utility_path.display())?;
+    Ok(())
+}
+
+fn print_proposal(p: &Proposal, out: &mut impl Write) -> Result<()> {
+    let names = ["natural", "uniform", "unimax"];
+    write!(out, "{:<12} {:>9}", "domain", "proposal")?;
+    for n in names {
+        write!(out, " {n:>8}")?;
+    }
+    writeln!(out, " {:>8} {:>6} {:>9} {:>9}", "epochs", "cap", "utility", "drop Δ")?;
+    for (d, w) in &p.weights {
+        write!(out, "{d:<12} {w:>9.4}")?;
+        for n in names {
+            write!(out, " {:>8.4}", p.baselines.get(n).and_then(|b| b.weights.get(d)).copied().unwrap_or(f64::NAN))?;
+        }
+        let cap = p.max_epochs.get(d).map_or("-".into(), |c| c.to_string());
+        let loo = p.leave_one_out.get(d).map_or("n/a".into(), |v| format!("{v:+.4}"));
+        writeln!(out, " {:>8.3} {cap:>6} {:>+9.4} {loo:>9}", p.epochs[d], p.utility[d])?;
+    }
+    match p.objective_std {
+        Some(s) => {
+            writeln!(out, "predicted objective: proposal {:.4} ± {s:.4} (bootstrap std)", p.predicted_objective)?
+        }
+        None => writeln!(out, "predicted objective: proposal {:.4}", p.predicted_objective)?,
+    }
+    for (name, b) in &p.baselines {
+        writeln!(out, "                     {name:<8} {:.4}", b.objective)?;
+    }
+    for (metric, pred) in &p.predicted {
+        match pred.interval {
+            Some([lo, hi]) => writeln!(out, "{metric}: {:.4} (95% bootstrap interval {lo:.4} … {hi:.4})", pred.mean)?,
+            None => writeln!(out, "{metric}: {:.4}", pred.mean)?,
         }
     }
     Ok(())

@@ -96,8 +96,10 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     let mut model = ModelConfig::resolve(&args.model)?;
     model.vocab_size = shards.manifest().vocab_size as usize;
     let mixture = match &args.mix {
-        Some(path) => Mixture::from_toml_file(path)?,
         None => Mixture::natural(&shards),
+        Some(p) if p.as_os_str() == "natural" => Mixture::natural(&shards),
+        Some(p) if p.as_os_str() == "uniform" => Mixture::uniform(&shards),
+        Some(path) => Mixture::from_toml_file(path)?,
     };
     let tokenizer = corpus::tokenize::load(&shards.tokenizer_path())?;
     let loader = LoaderConfig {
@@ -111,6 +113,7 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
             CapPolicyArg::Stop => CapPolicy::Stop,
         },
         eos_id: train::data::eos_id(&tokenizer)?,
+        data_fraction: 1.0,
     };
     if args.seq_len > model.max_seq_len {
         bail!("--seq-len {} is longer than the model's max_seq_len {}", args.seq_len, model.max_seq_len);
@@ -175,6 +178,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             reset_positions: false,
             cap_policy: CapPolicy::Warn,
             eos_id: train::data::eos_id(&tokenizer)?,
+            data_fraction: 1.0,
         };
         let loader = Loader::new(&shards, &Mixture::uniform(&shards), config)?;
         let tensors = trainer::validation_tensors(&loader, args.eval_sequences, device);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use corpus::shards::{Shard, Shards, Split};
+use corpus::shards::{DomainSegments, Shards};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -111,26 +111,28 @@ pub struct LoaderConfig {
     pub reset_positions: bool,
     pub cap_policy: CapPolicy,
     pub eos_id: u32,
+    /// Train on only the first this fraction of each domain's training tokens (1 = all): a
+    /// proxy for a run `1 / data_fraction` times longer sees each domain as many epochs.
+    #[serde(default = "one")]
+    pub data_fraction: f64,
 }
 
-/// A domain's training tokens: a document (or its head, when the tail is held out).
-#[derive(Debug, Clone, Copy)]
-struct Segment {
-    shard: usize,
-    doc: usize,
-    start: usize,
-    end: usize,
+fn one() -> f64 {
+    1.0
 }
 
 struct Domain {
-    name: String,
-    shards: Vec<Shard>,
-    train: Vec<Segment>,
-    val: Vec<Segment>,
+    segments: DomainSegments,
     train_tokens: u64,
     /// The document order of `order_epoch`, cached: derived from seed and epoch, not state.
     order: Vec<usize>,
     order_epoch: Option<u64>,
+}
+
+impl Domain {
+    fn name(&self) -> &str {
+        &self.segments.name
+    }
 }
 
 /// Where a domain's stream stands.
@@ -186,11 +188,14 @@ impl Loader {
         if config.seq_len == 0 || config.batch_size == 0 {
             return Err(Error::Config("seq_len and batch_size must be positive".into()));
         }
+        if !(config.data_fraction > 0.0 && config.data_fraction <= 1.0) {
+            return Err(Error::Config(format!("data_fraction must be in (0, 1], got {}", config.data_fraction)));
+        }
         let mut domains = Vec::new();
         let (mut weights, mut caps) = (Vec::new(), Vec::new());
         for name in manifest.domains.keys() {
             let weight = mixture.weights.get(name).copied().unwrap_or(0.0);
-            let domain = open_domain(shards, name, manifest.val_fraction)?;
+            let domain = open_domain(shards, name, config.data_fraction)?;
             if weight > 0.0 && domain.train_tokens == 0 {
                 return Err(Error::Data(format!("domain {name:?} has weight {weight} but no training tokens")));
             }
@@ -198,7 +203,7 @@ impl Loader {
             caps.push(mixture.max_epochs.get(name).copied());
             domains.push(domain);
         }
-        let cursors = domains.iter().map(|d| (d.name.clone(), Cursor::default())).collect();
+        let cursors = domains.iter().map(|d| (d.name().to_string(), Cursor::default())).collect();
         let state = LoaderState { rng: Rng::new(config.seed), cursors, sequences: 0, over_cap: Vec::new() };
         Ok(Loader { domains, weights, caps, config, state })
     }
@@ -210,8 +215,8 @@ impl Loader {
     /// Continues from a checkpointed position.
     pub fn restore(&mut self, state: LoaderState) -> Result<()> {
         for d in &self.domains {
-            if !state.cursors.contains_key(&d.name) {
-                return Err(Error::Data(format!("the saved loader position has no cursor for domain {:?}", d.name)));
+            if !state.cursors.contains_key(d.name()) {
+                return Err(Error::Data(format!("the saved loader position has no cursor for domain {:?}", d.name())));
             }
         }
         self.state = state;
@@ -224,12 +229,12 @@ impl Loader {
 
     /// Domain names (every domain of the shards, weighted or not).
     pub fn domain_names(&self) -> Vec<String> {
-        self.domains.iter().map(|d| d.name.clone()).collect()
+        self.domains.iter().map(|d| d.name().to_string()).collect()
     }
 
     /// Training tokens available per domain.
     pub fn available_tokens(&self) -> BTreeMap<String, u64> {
-        self.domains.iter().map(|d| (d.name.clone(), d.train_tokens)).collect()
+        self.domains.iter().map(|d| (d.name().to_string(), d.train_tokens)).collect()
     }
 
     /// The next batch.
@@ -243,7 +248,7 @@ impl Loader {
             let (seq, seq_docs) = self.fill(d, t + 1)?;
             tokens.extend(seq.iter().map(|&x| i64::from(x)));
             docs.extend_from_slice(&seq_docs[..t]);
-            names.push(self.domains[d].name.clone());
+            names.push(self.domains[d].name().to_string());
             self.state.sequences += 1;
         }
         Ok(self.to_batch(&tokens, &docs, names, device))
@@ -263,12 +268,12 @@ impl Loader {
     fn fill(&mut self, d: usize, n: usize) -> Result<(Vec<u32>, Vec<i64>)> {
         let seed = self.config.seed;
         let domain = &mut self.domains[d];
-        let cursor = self.state.cursors.get_mut(&domain.name).expect("a cursor per domain");
+        let cursor = self.state.cursors.get_mut(domain.name()).expect("a cursor per domain");
         let mut out = Vec::with_capacity(n);
         let mut doc_of = Vec::with_capacity(n);
         let mut doc_index = 0i64;
         while out.len() < n {
-            if cursor.pos >= domain.train.len() {
+            if cursor.pos >= domain.segments.train.len() {
                 cursor.epoch += 1;
                 cursor.pos = 0;
                 cursor.offset = 0;
@@ -277,8 +282,8 @@ impl Loader {
                 domain.order = epoch_order(domain, seed, cursor.epoch);
                 domain.order_epoch = Some(cursor.epoch);
             }
-            let seg = domain.train[domain.order[cursor.pos]];
-            let doc = domain.shards[seg.shard].doc(seg.doc);
+            let seg = domain.segments.train[domain.order[cursor.pos]];
+            let doc = domain.segments.shards[seg.shard].doc(seg.doc);
             let len = seg.end - seg.start;
             // offset == len means the document is done and its EOS is next.
             while cursor.offset < len && out.len() < n {
@@ -299,7 +304,7 @@ impl Loader {
         if let Some(cap) = self.caps[d]
             && epochs > cap
         {
-            let name = domain.name.clone();
+            let name = domain.name().to_string();
             match self.config.cap_policy {
                 CapPolicy::Stop => {
                     return Err(Error::Data(format!(
@@ -327,8 +332,8 @@ impl Loader {
         for domain in &self.domains {
             let mut seqs = Vec::new();
             let mut cur = Vec::with_capacity(n);
-            'docs: for seg in &domain.val {
-                let doc = domain.shards[seg.shard].doc(seg.doc);
+            'docs: for seg in &domain.segments.val {
+                let doc = domain.segments.shards[seg.shard].doc(seg.doc);
                 let tokens = (seg.start..seg.end).map(|i| i64::from(doc.get(i))).chain([i64::from(self.config.eos_id)]);
                 for tok in tokens {
                     cur.push(tok);
@@ -341,7 +346,7 @@ impl Loader {
                 }
             }
             if !seqs.is_empty() {
-                out.insert(domain.name.clone(), seqs);
+                out.insert(domain.name().to_string(), seqs);
             }
         }
         out
@@ -367,47 +372,19 @@ fn positions_from_docs(docs: &[i64], b: i64, t: i64) -> Tensor {
 /// The document order of one epoch: a shuffle that depends only on seed, domain and epoch.
 fn epoch_order(domain: &Domain, seed: u64, epoch: u64) -> Vec<usize> {
     let name_hash =
-        domain.name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        domain.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let mut rng = Rng::new(seed ^ name_hash ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..domain.train.len()).collect();
+    let mut order: Vec<usize> = (0..domain.segments.train.len()).collect();
     rng.shuffle(&mut order);
     order
 }
 
-/// Opens a domain's shards. A domain whose documents all fell in the training split (one
-/// long book, say) holds out the last `val_fraction` of its tokens for validation instead.
-fn open_domain(shards: &Shards, name: &str, val_fraction: f64) -> Result<Domain> {
-    let mut open = Vec::new();
-    let mut train = Vec::new();
-    let mut val = Vec::new();
-    for split in [Split::Train, Split::Val] {
-        for shard in shards.shards(name, split)? {
-            let idx = open.len();
-            for doc in 0..shard.len() {
-                let seg = Segment { shard: idx, doc, start: 0, end: shard.doc(doc).len() };
-                if seg.end > 0 {
-                    if split == Split::Train { train.push(seg) } else { val.push(seg) }
-                }
-            }
-            open.push(shard);
-        }
-    }
-    if val.is_empty() && !train.is_empty() {
-        let total: usize = train.iter().map(|s| s.end).sum();
-        let mut holdout = ((total as f64 * val_fraction.max(0.01)).ceil() as usize).min(total / 2);
-        while holdout > 0 {
-            let last = train.last_mut().expect("holdout ≤ half the tokens");
-            let take = holdout.min(last.end - last.start);
-            val.insert(0, Segment { start: last.end - take, ..*last });
-            last.end -= take;
-            holdout -= take;
-            if last.end == last.start {
-                train.pop();
-            }
-        }
-    }
-    let train_tokens = train.iter().map(|s| (s.end - s.start + 1) as u64).sum();
-    Ok(Domain { name: name.to_string(), shards: open, train, val, train_tokens, order: Vec::new(), order_epoch: None })
+/// Opens a domain, keeping the first `data_fraction` of its training tokens.
+fn open_domain(shards: &Shards, name: &str, data_fraction: f64) -> Result<Domain> {
+    let mut segments = DomainSegments::open(shards, name)?;
+    segments.keep_train_fraction(data_fraction);
+    let train_tokens = segments.train_tokens();
+    Ok(Domain { segments, train_tokens, order: Vec::new(), order_epoch: None })
 }
 
 /// The end-of-document token of a tokenizer: the first of the usual names it knows.

@@ -33,6 +33,10 @@ pub struct ProxySpec {
     pub batch_size: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Fraction of each domain's training tokens the proxy may read (see
+    /// [`LoaderConfig::data_fraction`]): proxy tokens / target tokens for repetition matching.
+    #[serde(default = "one")]
+    pub data_fraction: f64,
     /// Validation sequences per domain.
     pub eval_sequences: usize,
     /// Task files scored at the end (log-likelihood tasks; keep them small).
@@ -50,6 +54,10 @@ pub struct ProxyResult {
     pub seconds: f64,
     /// Task name → accuracy.
     pub tasks: BTreeMap<String, f64>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Trains one proxy on the CPU and evaluates it.
@@ -73,6 +81,7 @@ pub fn run(spec: &ProxySpec) -> Result<ProxyResult> {
             reset_positions: false,
             cap_policy: CapPolicy::Warn,
             eos_id: crate::data::eos_id(&tokenizer)?,
+            data_fraction: spec.data_fraction,
         },
         optim: AdamWConfig { lr: spec.lr, warmup_steps: (steps / 10).clamp(1, 100), ..AdamWConfig::default() },
         steps,

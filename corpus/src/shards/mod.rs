@@ -7,6 +7,7 @@
 //! chunk whose marker names the same tokenizer.
 
 mod reader;
+mod segments;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use reader::{Shard, Shards, TokenSlice};
-pub use writer::{ShardConfig, TokenizerChoice, write};
+pub use segments::{DomainSegments, Segment};
+pub use writer::{ShardConfig, TokenizerChoice, write, write_shard};
 
 /// Version of the shard layout and manifest.
 pub const SHARDS_FORMAT_VERSION: u32 = 1;
@@ -130,4 +132,44 @@ pub struct ShardManifest {
     pub total_docs: u64,
     /// Tokens over all domains and splits.
     pub total_tokens: u64,
+    /// Set when these shards were materialized from a mix proposal: what each domain got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<RealisedMixture>,
+}
+
+/// The mixture a materialized shard directory realises (`mixforge mix materialize`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealisedMixture {
+    /// The proposal file it was sampled from.
+    pub proposal: String,
+    /// The shard directory the documents came from.
+    pub source: String,
+    /// Seed of the sampling and shuffles.
+    pub seed: u64,
+    /// Training tokens asked for (EOS separators included).
+    pub target_tokens: u64,
+    /// Training tokens written (EOS separators included).
+    pub tokens: u64,
+    /// Per domain.
+    pub domains: BTreeMap<String, RealisedDomain>,
+    /// Every domain's training documents interleaved in one shuffled stream, in training
+    /// order, as shards under `stream/` (the index ids are source document ids, not sorted).
+    pub stream: Vec<ShardEntry>,
+}
+
+/// One domain of a [`RealisedMixture`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RealisedDomain {
+    /// The proposal's weight.
+    pub weight: f64,
+    /// Realised share of the written tokens.
+    pub realised_weight: f64,
+    /// Training tokens written (EOS separators included).
+    pub tokens: u64,
+    /// Training tokens available in the source (EOS separators included).
+    pub available_tokens: u64,
+    /// `tokens / available_tokens`.
+    pub epochs: f64,
+    /// The proposal's cap on `epochs`, when it had one.
+    pub max_epochs: Option<f64>,
 }

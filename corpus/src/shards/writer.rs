@@ -94,6 +94,7 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
         domains,
         total_docs,
         total_tokens,
+        mixture: None,
     };
     atomic::write_json(&config.out.join("manifest.json"), &manifest)?;
     Ok(manifest)
@@ -278,9 +279,9 @@ fn file_hash(path: &Path) -> Option<String> {
     std::fs::read(path).ok().map(|bytes| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
 }
 
-/// Writes one shard: `<split>-<chunk>.bin` (tokens) and `<split>-<chunk>.idx` (u64 LE: document
-/// count n, n doc ids, n + 1 token offsets).
-fn write_shard(dir: &Path, split: Split, chunk: u32, docs: &[(u64, &[u32])], dtype: Dtype) -> Result<ShardEntry> {
+/// Writes one shard atomically: `<split>-<chunk>.bin` (tokens) and `<split>-<chunk>.idx` (u64
+/// LE: document count n, n doc ids, n + 1 token offsets).
+pub fn write_shard(dir: &Path, split: Split, chunk: u32, docs: &[(u64, &[u32])], dtype: Dtype) -> Result<ShardEntry> {
     let tokens_file = format!("{}-{chunk:05}.bin", split.name());
     let index_file = format!("{}-{chunk:05}.idx", split.name());
     let n_tokens: usize = docs.iter().map(|(_, t)| t.len()).sum();

@@ -101,20 +101,32 @@ pub fn candidates() -> Vec<AnySurrogate> {
     ]
 }
 
-/// Picks the candidate with the best k-fold CV Spearman on `(x, y)` and fits it on all rows.
-/// Returns the fitted choice and every candidate's CV report, for the caller to log.
+/// Candidates whose CV mean absolute error exceeds the best one's by this factor are not
+/// chosen, however well they rank: a proposal is optimised on predicted values, and a fit that
+/// blows up away from its data (an exponent run wild in one fold) ranks fine but misleads it.
+const AUTO_MAE_SLACK: f64 = 1.5;
+
+/// Picks the candidate with the best k-fold CV Spearman on `(x, y)` among those whose CV MAE is
+/// within [`AUTO_MAE_SLACK`] of the best, and fits it on all rows. Returns the fitted choice
+/// and every candidate's CV report, for the caller to log.
 pub fn auto(x: &[Vec<f64>], y: &[f64], k: usize, seed: u64) -> (AnySurrogate, Vec<(String, CvReport)>) {
     let mut reports = Vec::new();
-    let mut best: Option<(f64, AnySurrogate)> = None;
     for candidate in candidates() {
         let template = candidate.clone();
         let report = kfold_cv(|| Box::new(template.clone()), x, y, k, seed);
-        reports.push((candidate.name().to_string(), report));
-        if best.as_ref().is_none_or(|(s, _)| report.spearman > *s) {
-            best = Some((report.spearman, candidate));
+        reports.push((candidate, report));
+    }
+    let best_mae = reports.iter().map(|(_, r)| r.mae).fold(f64::INFINITY, f64::min);
+    let mut best: Option<(f64, &AnySurrogate)> = None;
+    for (candidate, report) in &reports {
+        let accurate = report.mae <= AUTO_MAE_SLACK * best_mae || !best_mae.is_finite();
+        // Constant predictions have no rank correlation (NaN): rank them last.
+        let rho = if report.spearman.is_nan() { f64::NEG_INFINITY } else { report.spearman };
+        if accurate && best.is_none_or(|(s, _)| rho > s) {
+            best = Some((rho, candidate));
         }
     }
-    let (_, mut chosen) = best.expect("candidates() is not empty");
+    let mut chosen = best.map_or_else(|| reports[0].0.clone(), |(_, c)| c.clone());
     chosen.fit(x, y);
-    (chosen, reports)
+    (chosen, reports.into_iter().map(|(c, r)| (c.name().to_string(), r)).collect())
 }

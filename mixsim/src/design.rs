@@ -1,0 +1,85 @@
+//! Swarm design: which mixtures the proxies train on.
+//!
+//! Dirichlet draws around a prior, cycling through a concentration schedule so the swarm holds
+//! both near-prior mixtures (high concentration) and extreme ones (low), each inside the
+//! budget's caps and minimum weights. The first runs are the anchors every report compares
+//! against (the prior, natural, uniform and UniMax mixtures), so the surrogate is fitted where
+//! it is later asked about.
+
+use crate::budget::Budget;
+use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
+use crate::simplex;
+
+/// Draws before falling back to projecting a draw onto the caps.
+const REJECTION_TRIES: usize = 64;
+
+/// How to draw the swarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesignConfig {
+    /// Number of mixtures, anchors included.
+    pub runs: usize,
+    /// Centre of the draws, one weight per domain (sums to 1).
+    pub prior: Vec<f64>,
+    /// Concentration multipliers cycled over the draws: a draw uses `α = c · D · prior`, so
+    /// `c = 1` spreads like a uniform Dirichlet around the prior and small `c` gives extremes.
+    pub concentrations: Vec<f64>,
+    /// Start with the anchor mixtures.
+    pub anchors: bool,
+    /// Seed of every draw.
+    pub seed: u64,
+}
+
+impl DesignConfig {
+    /// The schedule used when none is given: from near-one-hot to close to the prior.
+    pub const DEFAULT_CONCENTRATIONS: [f64; 5] = [0.25, 0.5, 1.0, 2.0, 4.0];
+}
+
+/// The swarm's mixtures, each feasible for `budget`; deterministic in the config.
+pub fn design(budget: &Budget, config: &DesignConfig) -> Result<Vec<Vec<f64>>> {
+    let n = budget.domains.len();
+    if config.prior.len() != n || (config.prior.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
+        return Err(Error::Invalid(format!("the prior needs {n} weights summing to 1, got {:?}", config.prior)));
+    }
+    if config.concentrations.is_empty() || config.concentrations.iter().any(|c| !(*c > 0.0)) {
+        return Err(Error::Invalid("concentrations must be positive and at least one".into()));
+    }
+    let (lo, hi) = (budget.lower(), budget.upper());
+    let mut runs: Vec<Vec<f64>> = Vec::with_capacity(config.runs);
+    if config.anchors {
+        for anchor in [config.prior.clone(), budget.natural(), budget.uniform(), budget.unimax()] {
+            let w = simplex::project(&anchor, &lo, &hi);
+            if runs.len() < config.runs && !runs.iter().any(|r| same(r, &w)) {
+                runs.push(w);
+            }
+        }
+    }
+    let mut rng = SplitMix64::new(config.seed);
+    // A domain without data keeps weight 0; the rest get a small floor so every α is positive.
+    let prior: Vec<f64> = config.prior.iter().zip(&hi).map(|(p, h)| if *h > 0.0 { p.max(1e-3) } else { 0.0 }).collect();
+    let active: Vec<usize> = (0..n).filter(|&j| hi[j] > 0.0).collect();
+    let mut draw = 0usize;
+    while runs.len() < config.runs {
+        let c = config.concentrations[draw % config.concentrations.len()];
+        draw += 1;
+        let alpha: Vec<f64> = active.iter().map(|&j| c * active.len() as f64 * prior[j]).collect();
+        let mut w = vec![0.0; n];
+        for attempt in 0..=REJECTION_TRIES {
+            let x = rng.dirichlet(&alpha);
+            w.iter_mut().for_each(|v| *v = 0.0);
+            active.iter().zip(&x).for_each(|(&j, v)| w[j] = *v);
+            if simplex::feasible(&w, &lo, &hi, 0.0) {
+                break;
+            }
+            if attempt == REJECTION_TRIES {
+                w = simplex::project(&w, &lo, &hi);
+            }
+        }
+        runs.push(w);
+    }
+    Ok(runs)
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}

@@ -1,0 +1,281 @@
+//! Mix proposals: the mixture that minimises a weighted objective over predicted metrics
+//! within the budget's caps, rounded to whole quanta of tokens, with its predictions, the
+//! baselines predicted the same way, and each domain's utility — written as TOML that the
+//! trainer's loader reads directly (`[weights]`, `[max_epochs]`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::budget::Budget;
+use crate::error::{Error, Result};
+use crate::model::FittedModel;
+use crate::optimize::{self, SearchConfig, Space};
+use crate::rounding::round_tokens;
+use crate::runs::write_atomic;
+use crate::simplex;
+use crate::surrogate::Surrogate;
+
+/// The version [`Proposal::save`] writes.
+pub const PROPOSAL_FORMAT_VERSION: u32 = 1;
+
+/// Step of the finite difference behind each domain's marginal utility; coarse enough that a
+/// tree surrogate's steps register.
+const UTILITY_STEP: f64 = 0.02;
+
+/// What to optimise.
+#[derive(Debug, Clone)]
+pub struct ProposeConfig {
+    /// `(metric, weight)`: the objective is `Σ weight × predicted metric` (lower is better;
+    /// give a negative weight to a metric where higher is better, such as accuracy).
+    pub objective: Vec<(String, f64)>,
+    /// Strength of `KL(w ‖ prior)` added to the objective (0: none).
+    pub kl_weight: f64,
+    /// The search minimises `objective + risk × its bootstrap std`: far from the swarm the
+    /// surrogates disagree, and a proposal should not bet on an extrapolation (0: mean only).
+    pub risk: f64,
+    /// The prior of the KL term and of the search's draws.
+    pub prior: Vec<f64>,
+    /// Tokens are rounded to multiples of this.
+    pub quantum: u64,
+    /// Search settings.
+    pub search: SearchConfig,
+}
+
+/// A predicted value with its bootstrap spread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The surrogate's prediction.
+    pub mean: f64,
+    /// Bootstrap standard deviation, when the model has bootstrap members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f64>,
+    /// `mean ± 1.96 std`, when `std` is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+}
+
+/// A baseline mixture predicted like the proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Its weights.
+    pub weights: BTreeMap<String, f64>,
+    /// Predicted objective.
+    pub objective: f64,
+    /// Predicted metrics.
+    pub predicted: BTreeMap<String, Prediction>,
+}
+
+/// The proposal file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// See [`PROPOSAL_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Training tokens of the target run.
+    pub target_tokens: u64,
+    /// Token rounding unit.
+    pub quantum_tokens: u64,
+    /// Metric → weight in the objective.
+    pub objective: BTreeMap<String, f64>,
+    /// KL strength toward the prior.
+    pub kl_weight: f64,
+    /// Weight of the objective's bootstrap std in the search.
+    pub risk: f64,
+    /// Predicted objective at the proposal (mean, without the risk term).
+    pub predicted_objective: f64,
+    /// Bootstrap std of the objective at the proposal, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_std: Option<f64>,
+    /// Metric → surrogate that predicted it.
+    pub surrogates: BTreeMap<String, String>,
+    /// The mixture (after rounding): token shares by domain.
+    pub weights: BTreeMap<String, f64>,
+    /// Epoch caps by domain (capped domains only); the trainer checks them.
+    pub max_epochs: BTreeMap<String, f64>,
+    /// Training tokens per domain at the target budget.
+    pub tokens: BTreeMap<String, u64>,
+    /// Training tokens each domain has.
+    pub available_tokens: BTreeMap<String, u64>,
+    /// Epochs per domain at the target budget.
+    pub epochs: BTreeMap<String, f64>,
+    /// Largest weight each domain's cap allows.
+    pub max_weight: BTreeMap<String, f64>,
+    /// Predicted metrics at the proposal.
+    pub predicted: BTreeMap<String, Prediction>,
+    /// Marginal utility per domain: how much the objective falls per unit of weight moved to
+    /// the domain (proportionally from the others); positive = worth more.
+    pub utility: BTreeMap<String, f64>,
+    /// Predicted objective change when the domain is left out (its weight spread over the
+    /// rest, caps kept); positive = leaving it out hurts.
+    pub leave_one_out: BTreeMap<String, f64>,
+    /// `natural`, `uniform`, `unimax` (and `prior` when given), predicted the same way.
+    pub baselines: BTreeMap<String, Baseline>,
+}
+
+/// Proposes a mixture for `budget`. `models` must hold one fitted model per objective metric,
+/// all over the budget's domains.
+pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) -> Result<Proposal> {
+    if config.objective.is_empty() {
+        return Err(Error::Invalid("the objective names no metric".into()));
+    }
+    let mut terms = Vec::new();
+    for (metric, weight) in &config.objective {
+        let model = models
+            .iter()
+            .find(|m| &m.target == metric)
+            .ok_or_else(|| Error::Invalid(format!("no fitted model for objective metric `{metric}`")))?;
+        if model.domains != budget.domains {
+            return Err(Error::DomainMismatch { expected: budget.domains.clone(), got: model.domains.clone() });
+        }
+        terms.push((model, *weight));
+    }
+    let objective = |w: &[f64]| -> f64 {
+        let predicted: f64 = terms.iter().map(|(m, a)| a * m.predict(w)).sum();
+        predicted + config.kl_weight * simplex::kl(w, &config.prior)
+    };
+    // Bootstrap member b of every metric saw the same resample, so member-wise sums are draws
+    // of the whole objective and their spread is its uncertainty.
+    let members = terms.iter().map(|(m, _)| m.bootstrap.len()).min().unwrap_or(0);
+    let objective_std = |w: &[f64]| -> Option<f64> {
+        if members < 2 {
+            return None;
+        }
+        let draws: Vec<f64> =
+            (0..members).map(|b| terms.iter().map(|(m, a)| a * m.bootstrap[b].predict(w)).sum()).collect();
+        let mean = draws.iter().sum::<f64>() / members as f64;
+        Some((draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (members - 1) as f64).sqrt())
+    };
+    let cautious = |w: &[f64]| objective(w) + config.risk * objective_std(w).unwrap_or(0.0);
+    let (lo, hi) = (budget.lower(), budget.upper());
+    let baselines = [
+        ("natural", budget.natural()),
+        ("uniform", budget.uniform()),
+        ("unimax", budget.unimax()),
+        ("prior", config.prior.clone()),
+    ];
+    let anchors: Vec<Vec<f64>> = baselines.iter().map(|(_, w)| w.clone()).collect();
+    let space = Space { lo: &lo, hi: &hi, prior: &config.prior, anchors: &anchors };
+    let (best, _) = optimize::minimise(&space, &cautious, &config.search);
+
+    let min_tokens: Vec<u64> = lo.iter().map(|l| (l * budget.target_tokens as f64).ceil() as u64).collect();
+    let tokens = round_tokens(&best, budget.target_tokens, config.quantum, &budget.cap_tokens(), &min_tokens)?;
+    let total: u64 = tokens.iter().sum();
+    let weights: Vec<f64> = tokens.iter().map(|&t| t as f64 / total as f64).collect();
+
+    let predict = |w: &[f64]| -> BTreeMap<String, Prediction> {
+        terms.iter().map(|(m, _)| (m.target.clone(), prediction(m.predict(w), m.std(w)))).collect()
+    };
+    let (utility, leave_one_out) = utilities(&weights, &lo, &hi, &objective);
+    let mut baseline_table = BTreeMap::new();
+    for (name, w) in &baselines {
+        if *name == "prior" && baselines[..3].iter().any(|(_, b)| same(b, w)) {
+            continue;
+        }
+        baseline_table.insert(
+            name.to_string(),
+            Baseline { weights: budget.named(w), objective: objective(w), predicted: predict(w) },
+        );
+    }
+    let capped = |j: usize| budget.max_epochs[j].map(|c| (budget.domains[j].clone(), c));
+    Ok(Proposal {
+        format_version: PROPOSAL_FORMAT_VERSION,
+        target_tokens: total,
+        quantum_tokens: config.quantum,
+        objective: config.objective.iter().cloned().collect(),
+        kl_weight: config.kl_weight,
+        risk: config.risk,
+        predicted_objective: objective(&weights),
+        objective_std: objective_std(&weights),
+        surrogates: terms.iter().map(|(m, _)| (m.target.clone(), m.surrogate_name().to_string())).collect(),
+        weights: budget.named(&weights),
+        max_epochs: (0..budget.domains.len()).filter_map(capped).collect(),
+        tokens: budget.domains.iter().cloned().zip(tokens.iter().copied()).collect(),
+        available_tokens: budget.domains.iter().cloned().zip(budget.available.iter().copied()).collect(),
+        epochs: budget.named(&budget.epochs(&weights)),
+        max_weight: budget.named(&hi),
+        predicted: predict(&weights),
+        utility: budget.named(&utility),
+        leave_one_out: budget.named(&leave_one_out),
+        baselines: baseline_table,
+    })
+}
+
+fn prediction(mean: f64, std: Option<f64>) -> Prediction {
+    Prediction { mean, std, interval: std.map(|s| [mean - 1.96 * s, mean + 1.96 * s]) }
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}
+
+/// Per domain: the marginal utility `−∂f/∂t` along `w + t (e_j − w)`, and the objective change
+/// when the domain is dropped.
+fn utilities(w: &[f64], lo: &[f64], hi: &[f64], f: &dyn Fn(&[f64]) -> f64) -> (Vec<f64>, Vec<f64>) {
+    let base = f(w);
+    let n = w.len();
+    let mut utility = vec![0.0; n];
+    let mut loo = vec![0.0; n];
+    for j in 0..n {
+        let moved: Vec<f64> =
+            (0..n).map(|i| w[i] * (1.0 - UTILITY_STEP) + if i == j { UTILITY_STEP } else { 0.0 }).collect();
+        utility[j] = -(f(&moved) - base) / UTILITY_STEP;
+        if hi[j] == 0.0 {
+            continue;
+        }
+        let rest = 1.0 - w[j];
+        let mut dropped: Vec<f64> = (0..n).map(|i| if i == j || rest <= 0.0 { 0.0 } else { w[i] / rest }).collect();
+        let (mut lo_j, mut hi_j) = (lo.to_vec(), hi.to_vec());
+        (lo_j[j], hi_j[j]) = (0.0, 0.0);
+        if hi_j.iter().sum::<f64>() >= 1.0 && lo_j.iter().sum::<f64>() <= 1.0 {
+            dropped = simplex::project(&dropped, &lo_j, &hi_j);
+            loo[j] = f(&dropped) - base;
+        } else {
+            // Without this domain the caps cannot fill the budget: leaving it out is not an option.
+            loo[j] = f64::INFINITY;
+        }
+    }
+    (utility, loo)
+}
+
+impl Proposal {
+    /// Writes the proposal as TOML, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut text = String::from(
+            "# mixforge mix proposal. `mixforge train --mix THIS` reads [weights] and [max_epochs];\n\
+             # `mixforge mix materialize --proposal THIS` writes it out as shards.\n",
+        );
+        let mut copy = self.clone();
+        // TOML has no infinity literal in every reader; an impossible leave-one-out is omitted.
+        copy.leave_one_out.retain(|_, v| v.is_finite());
+        text.push_str(
+            &toml::to_string(&copy).map_err(|e| Error::Toml { path: path.to_path_buf(), message: e.to_string() })?,
+        );
+        write_atomic(path, text.as_bytes())
+    }
+
+    /// Reads a proposal file.
+    pub fn load(path: &Path) -> Result<Proposal> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let proposal: Proposal =
+            toml::from_str(&text).map_err(|e| Error::Toml { path: path.to_path_buf(), message: e.to_string() })?;
+        if proposal.format_version != PROPOSAL_FORMAT_VERSION {
+            return Err(Error::FormatVersion {
+                path: path.to_path_buf(),
+                got: proposal.format_version,
+                expected: PROPOSAL_FORMAT_VERSION,
+            });
+        }
+        Ok(proposal)
+    }
+
+    /// `domain,weight,tokens,epochs,utility,leave_one_out` rows, for the reports.
+    pub fn utility_csv(&self) -> String {
+        let mut out = String::from("domain,weight,tokens,epochs,utility,leave_one_out\n");
+        for (d, w) in &self.weights {
+            let loo = self.leave_one_out.get(d).map_or(String::new(), |v| v.to_string());
+            out.push_str(&format!("{d},{w},{},{},{},{loo}\n", self.tokens[d], self.epochs[d], self.utility[d]));
+        }
+        out
+    }
+}
