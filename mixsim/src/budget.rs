@@ -66,7 +66,7 @@ impl Budget {
         if target_tokens == 0 {
             return Err(Error::Invalid("the target token budget must be positive".into()));
         }
-        if let Some((d, c)) = domains.iter().zip(&max_epochs).find(|(_, c)| c.is_some_and(|c| !(c > 0.0))) {
+        if let Some((d, c)) = domains.iter().zip(&max_epochs).find(|(_, c)| c.is_some_and(|c| c.is_nan() || c <= 0.0)) {
             return Err(Error::Invalid(format!("max_epochs for `{d}` is {c:?}; caps must be positive")));
         }
         if !(0.0..1.0).contains(&min_weight) {

@@ -41,7 +41,7 @@ pub fn design(budget: &Budget, config: &DesignConfig) -> Result<Vec<Vec<f64>>> {
     if config.prior.len() != n || (config.prior.iter().sum::<f64>() - 1.0).abs() > 1e-6 {
         return Err(Error::Invalid(format!("the prior needs {n} weights summing to 1, got {:?}", config.prior)));
     }
-    if config.concentrations.is_empty() || config.concentrations.iter().any(|c| !(*c > 0.0)) {
+    if config.concentrations.is_empty() || config.concentrations.iter().any(|c| c.is_nan() || *c <= 0.0) {
         return Err(Error::Invalid("concentrations must be positive and at least one".into()));
     }
     let (lo, hi) = (budget.lower(), budget.upper());

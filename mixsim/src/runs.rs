@@ -239,7 +239,8 @@ impl RunsTable {
         let mut fields = vec![Field::new("index", DataType::Utf8, false)];
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(StringArray::from_iter_values(self.rows.iter().map(|r| r.index.as_str())))];
-        let groups: [(&str, &[String], fn(&Run) -> &[f64]); 3] = [
+        type Column = fn(&Run) -> &[f64];
+        let groups: [(&str, &[String], Column); 3] = [
             ("w:", &self.domains, |r| &r.weights),
             ("s:", &self.scales, |r| &r.scale),
             ("m:", &self.metrics, |r| &r.metrics),

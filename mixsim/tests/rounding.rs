@@ -31,7 +31,7 @@ proptest! {
             Ok(tokens) => {
                 prop_assert_eq!(tokens.iter().sum::<u64>(), target / quantum * quantum);
                 for j in 0..n {
-                    prop_assert!(tokens[j] % quantum == 0);
+                    prop_assert!(tokens[j].is_multiple_of(quantum));
                     prop_assert!(tokens[j] <= cap_tokens[j], "domain {} got {} > cap {}", j, tokens[j], cap_tokens[j]);
                     if let Some(c) = budget.max_epochs[j] {
                         prop_assert!(tokens[j] as f64 <= c * available[j] as f64 + 1e-6, "epochs past the cap");

@@ -175,7 +175,7 @@ fn proposal_beats_baselines_on_the_true_objective_and_respects_caps() {
     assert!(truth - best < 0.01, "proposal {truth} vs optimum {best}");
     // Caps hold after rounding; tokens are whole quanta summing to the target.
     for (j, d) in budget.domains.iter().enumerate() {
-        assert!(proposal.tokens[d] <= budget.cap_tokens()[j] && proposal.tokens[d] % 1000 == 0);
+        assert!(proposal.tokens[d] <= budget.cap_tokens()[j] && proposal.tokens[d].is_multiple_of(1000));
         assert!(proposal.epochs[d] <= 4.0 + 1e-12);
     }
     assert_eq!(proposal.tokens.values().sum::<u64>(), 1_000_000);

@@ -128,8 +128,8 @@ fn fit(
 
 fn budget(args: &BudgetArgs) -> Result<Budget> {
     let cap = (args.max_epochs > 0.0).then_some(args.max_epochs);
-    Ok(Budget::from_shards(&args.shards, args.target_tokens, cap, &BTreeMap::new(), args.min_weight)
-        .with_context(|| format!("budget from {}", args.shards.display()))?)
+    Budget::from_shards(&args.shards, args.target_tokens, cap, &BTreeMap::new(), args.min_weight)
+        .with_context(|| format!("budget from {}", args.shards.display()))
 }
 
 /// `natural`, `uniform`, or a TOML file's `[weights]` in the budget's domain order.
