@@ -26,7 +26,7 @@ pub enum Command {
     /// Tokenizer tools.
     #[command(subcommand)]
     Tokenizer(TokenizerCommand),
-    /// Data-mix simulation: runs tables, surrogate fits, predictions.
+    /// Data-mix simulation: proxy swarms, surrogate fits, mix proposals, utility-weighted shards.
     #[command(subcommand)]
     Mix(MixCommand),
     /// Train a model on corpus shards by mixture (cross-entropy or distillation); resumable.
@@ -327,7 +327,7 @@ pub struct MixProposeArgs {
     /// weight. Default: the mean of every `<domain>_val_loss`, one surrogate per domain.
     #[arg(long)]
     pub objective: Vec<String>,
-    /// Surrogate per metric: auto picks by 5-fold CV Spearman.
+    /// Surrogate per metric.
     #[arg(long, value_enum, default_value_t = SurrogateArg::Auto)]
     pub surrogate: SurrogateArg,
     /// Bootstrap members per metric, for the prediction intervals (0: none).
@@ -411,7 +411,7 @@ pub struct MixFitArgs {
 /// `--surrogate` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SurrogateArg {
-    /// The best 5-fold CV Spearman of the others.
+    /// The best 5-fold CV Spearman of the others (among those with CV MAE within 1.5× the best).
     Auto,
     /// Gradient-boosted regression trees.
     Gbdt,

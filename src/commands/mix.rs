@@ -359,6 +359,9 @@ fn print_proposal(p: &Proposal, out: &mut impl Write) -> Result<()> {
     for (name, b) in &p.baselines {
         writeln!(out, "                     {name:<8} {:.4}", b.objective)?;
     }
+    if p.risk > 0.0 {
+        writeln!(out, "(the search minimised mean + {} × bootstrap std; utility and drop Δ are on the mean)", p.risk)?;
+    }
     for (metric, pred) in &p.predicted {
         match pred.interval {
             Some([lo, hi]) => writeln!(out, "{metric}: {:.4} (95% bootstrap interval {lo:.4} … {hi:.4})", pred.mean)?,
