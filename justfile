@@ -5,7 +5,7 @@
 demo *ARGS:
     scripts/demo {{ARGS}}
 
-# The data-mix simulator end to end: 24 proxies, a proposal, three models at 4x the proxy budget.
+# The data-mix simulator end to end: 24 proxies, a proposal, three mixtures trained at 4x the proxy budget (5 seeds).
 mix-experiment:
     scripts/mix-experiment
 
