@@ -91,16 +91,25 @@ impl FittedModel {
     pub fn with_bootstrap(mut self, table: &RunsTable, members: usize, seed: u64) -> Result<FittedModel> {
         let (x, y) = table.xy(&self.target)?;
         let mut rng = SplitMix64::new(seed);
-        self.bootstrap = (0..members)
-            .map(|_| {
-                let rows: Vec<usize> = (0..x.len()).map(|_| (rng.next_u64() % x.len() as u64) as usize).collect();
-                let bx: Vec<Vec<f64>> = rows.iter().map(|&r| x[r].clone()).collect();
-                let by: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
-                let mut member = fresh(self.surrogate.name());
-                member.fit(&bx, &by);
-                member
-            })
-            .collect();
+        // Resamples drawn in order first, so members are the same whatever the thread count.
+        let resamples: Vec<Vec<usize>> =
+            (0..members).map(|_| (0..x.len()).map(|_| (rng.next_u64() % x.len() as u64) as usize).collect()).collect();
+        let fit_one = |rows: &Vec<usize>| {
+            let bx: Vec<Vec<f64>> = rows.iter().map(|&r| x[r].clone()).collect();
+            let by: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+            let mut member = fresh(self.surrogate.name());
+            member.fit(&bx, &by);
+            member
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(members.max(1));
+        let per_thread = members.div_ceil(threads).max(1);
+        self.bootstrap = std::thread::scope(|scope| {
+            let handles: Vec<_> = resamples
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || chunk.iter().map(fit_one).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("a bootstrap fit panicked")).collect()
+        });
         Ok(self)
     }
 

@@ -185,6 +185,12 @@ fn proposal_beats_baselines_on_the_true_objective_and_respects_caps() {
     let loo = &proposal.leave_one_out;
     assert!(loo["code"] > 0.05 && loo["wiki"] > 0.05, "dropping code or wiki must hurt: {loo:?}");
     assert!(w[1] > 0.4 && w[4] > 0.3, "{w:?}");
+    // A floor keeps every domain in (users' complaint: small domains dropped), still within caps.
+    let floored = demo_like_budget(1_000_000, 4.0, 0.02);
+    let kept = propose(&floored, &models, &config).unwrap();
+    for (j, d) in floored.domains.iter().enumerate() {
+        assert!(kept.weights[d] >= 0.02 - 1e-12 && kept.tokens[d] <= floored.cap_tokens()[j], "{d}: {kept:?}");
+    }
     // The file round-trips.
     let path = dir.join("proposal.toml");
     proposal.save(&path).unwrap();
