@@ -397,7 +397,7 @@ pub struct MixFitArgs {
     /// Metric to predict, as in the metrics file without `metric/` (e.g. the_pile_pile_cc_val_loss).
     #[arg(long)]
     pub target: String,
-    /// Surrogate: auto (best 5-fold CV Spearman), gbdt, mixing-law, linear, ensemble.
+    /// Surrogate: auto (see below), gbdt, mixing-law, linear, ensemble.
     #[arg(long, value_enum, default_value_t = SurrogateArg::Auto)]
     pub surrogate: SurrogateArg,
     /// Bootstrap members refitted on resampled runs; their spread is the `std` of predictions (0: none).
@@ -411,7 +411,7 @@ pub struct MixFitArgs {
 /// `--surrogate` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SurrogateArg {
-    /// The best 5-fold CV Spearman of the others (among those with CV MAE within 1.5× the best).
+    /// The best 5-fold CV Spearman among candidates with CV MAE within 1.5× the best; near-ties go to the law, then the ensemble.
     Auto,
     /// Gradient-boosted regression trees.
     Gbdt,
