@@ -115,6 +115,16 @@ fn data_rows(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path).map(|t| t.lines().skip(1).map(String::from).collect()).unwrap_or_default()
 }
 
+/// Two training steps of the tiny model on `shards`, by `mix` when given.
+fn train_two_steps(shards: &str, mix: Option<&str>, out: &std::path::Path) {
+    let mut args = vec!["--threads", "1", "train", "--model", "tiny", "--shards", shards, "--steps", "2"];
+    args.extend(["--seq-len", "64", "--batch-size", "4", "--out", out.to_str().unwrap()]);
+    if let Some(mix) = mix {
+        args.extend(["--mix", mix]);
+    }
+    ok(&args);
+}
+
 /// The whole simulator on real shards: a swarm killed with SIGKILL resumes without redoing
 /// finished proxies; the proposal is read by the trainer; materialized shards realise it
 /// within its caps and train.
@@ -202,26 +212,7 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
         assert!(*e <= 2.0 + 1e-12, "{d} read {e} epochs past the cap of 2");
     }
     assert!(swarm.join("utility.csv").exists());
-    let train_dir = dir.join("train");
-    ok(&[
-        "--threads",
-        "1",
-        "train",
-        "--model",
-        "tiny",
-        "--shards",
-        &shards,
-        "--mix",
-        proposal.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--seq-len",
-        "64",
-        "--batch-size",
-        "4",
-        "--out",
-        train_dir.to_str().unwrap(),
-    ]);
+    train_two_steps(&shards, Some(proposal.to_str().unwrap()), &dir.join("train"));
 
     // Materialize: realised shares within one token per domain, caps kept, and it trains.
     let mixed = dir.join("mixed");
@@ -248,23 +239,7 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
     }
     let stream_tokens: u64 = realised.stream.iter().map(|e| e.tokens + e.docs).sum();
     assert_eq!(stream_tokens, 50_000, "the stream holds every training token once (EOS per document)");
-    ok(&[
-        "--threads",
-        "1",
-        "train",
-        "--model",
-        "tiny",
-        "--shards",
-        mixed.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--seq-len",
-        "64",
-        "--batch-size",
-        "4",
-        "--out",
-        dir.join("train-mixed").to_str().unwrap(),
-    ]);
+    train_two_steps(mixed.to_str().unwrap(), None, &dir.join("train-mixed"));
     // Asking for more tokens than the caps allow is refused, naming the domain and the cap.
     let refused = mixforge(&[
         "mix",

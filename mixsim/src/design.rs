@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
 use crate::simplex;
 
-/// Draws before falling back to projecting a draw onto the caps.
+/// Redraws before falling back to projecting the last draw onto the caps.
 const REJECTION_TRIES: usize = 64;
 
 /// How to draw the swarm.
@@ -49,25 +49,19 @@ pub fn design(budget: &Budget, config: &DesignConfig) -> Result<Vec<Vec<f64>>> {
     if config.anchors {
         for anchor in [config.prior.clone(), budget.natural(), budget.uniform(), budget.unimax()] {
             let w = simplex::project(&anchor, &lo, &hi);
-            if runs.len() < config.runs && !runs.iter().any(|r| same(r, &w)) {
+            if runs.len() < config.runs && !runs.iter().any(|r| simplex::same(r, &w)) {
                 runs.push(w);
             }
         }
     }
     let mut rng = SplitMix64::new(config.seed);
-    // A domain without data keeps weight 0; the rest get a small floor so every α is positive.
-    let prior: Vec<f64> = config.prior.iter().zip(&hi).map(|(p, h)| if *h > 0.0 { p.max(1e-3) } else { 0.0 }).collect();
-    let active: Vec<usize> = (0..n).filter(|&j| hi[j] > 0.0).collect();
     let mut draw = 0usize;
     while runs.len() < config.runs {
         let c = config.concentrations[draw % config.concentrations.len()];
         draw += 1;
-        let alpha: Vec<f64> = active.iter().map(|&j| c * active.len() as f64 * prior[j]).collect();
-        let mut w = vec![0.0; n];
+        let mut w = Vec::new();
         for attempt in 0..=REJECTION_TRIES {
-            let x = rng.dirichlet(&alpha);
-            w.iter_mut().for_each(|v| *v = 0.0);
-            active.iter().zip(&x).for_each(|(&j, v)| w[j] = *v);
+            w = draw_around(&mut rng, &config.prior, &hi, c);
             if simplex::feasible(&w, &lo, &hi, 0.0) {
                 break;
             }
@@ -80,6 +74,13 @@ pub fn design(budget: &Budget, config: &DesignConfig) -> Result<Vec<Vec<f64>>> {
     Ok(runs)
 }
 
-fn same(a: &[f64], b: &[f64]) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+/// One Dirichlet draw with `α = c · D · prior` over the domains that may take weight (`hi > 0`,
+/// `D` of them; each prior weight floored at 1e-3 so every α is positive); the rest get 0.
+pub(crate) fn draw_around(rng: &mut SplitMix64, prior: &[f64], hi: &[f64], c: f64) -> Vec<f64> {
+    let active: Vec<usize> = (0..hi.len()).filter(|&j| hi[j] > 0.0).collect();
+    let alpha: Vec<f64> = active.iter().map(|&j| c * active.len() as f64 * prior[j].max(1e-3)).collect();
+    let x = rng.dirichlet(&alpha);
+    let mut w = vec![0.0; hi.len()];
+    active.iter().zip(&x).for_each(|(&j, v)| w[j] = *v);
+    w
 }

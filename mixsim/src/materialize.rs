@@ -38,13 +38,6 @@ pub struct MaterializeConfig {
     pub chunk_docs: usize,
 }
 
-/// A piece of a source document as written: its segment, cut to `len` tokens.
-#[derive(Clone, Copy)]
-struct Piece {
-    seg: Segment,
-    len: usize,
-}
-
 /// Writes the materialized shards; returns their manifest.
 pub fn materialize(config: &MaterializeConfig, proposal: &Proposal) -> Result<ShardManifest> {
     let source = Shards::open(&config.shards)?;
@@ -81,19 +74,19 @@ pub fn materialize(config: &MaterializeConfig, proposal: &Proposal) -> Result<Sh
         for (chunk, group) in pieces.chunks(config.chunk_docs).enumerate() {
             // Sorted by id within a shard, as every shard index is; the loader shuffles anyway.
             let mut group = group.to_vec();
-            group.sort_by_key(|p| (domain.doc_id(&p.seg), p.seg.start));
+            group.sort_by_key(|p| (domain.doc_id(p), p.start));
             let entry = write_pieces(&dir, Split::Train, chunk as u32, domain, &group, manifest.dtype)?;
             (shards.train_docs, shards.train_tokens) =
                 (shards.train_docs + entry.docs, shards.train_tokens + entry.tokens);
             shards.shards.push(entry);
         }
-        let val: Vec<Piece> = domain.val.iter().map(|&seg| Piece { seg, len: seg.len() }).collect();
+        let val = &domain.val;
         for (chunk, group) in val.chunks(config.chunk_docs).enumerate() {
             let entry = write_pieces(&dir, Split::Val, chunk as u32, domain, group, manifest.dtype)?;
             (shards.val_docs, shards.val_tokens) = (shards.val_docs + entry.docs, shards.val_tokens + entry.tokens);
             shards.shards.push(entry);
         }
-        let tokens: u64 = pieces.iter().map(|p| p.len as u64 + 1).sum();
+        let tokens: u64 = pieces.iter().map(|p| p.len() as u64 + 1).sum();
         let available = domain.train_tokens();
         realised.insert(
             domain.name.clone(),
@@ -180,9 +173,9 @@ fn allot(tokens: u64, proposal: &Proposal, domains: &[DomainSegments]) -> Result
     round_tokens(&weights, tokens, 1, &caps, &vec![0; domains.len()])
 }
 
-/// A domain's pieces totalling `share` tokens (one EOS each): whole shuffled epochs, then a
+/// A domain's segments totalling `share` tokens (one EOS each): whole shuffled epochs, then a
 /// shuffled prefix of the next, the last document cut.
-fn plan_domain(domain: &DomainSegments, share: u64, rng: &mut SplitMix64) -> Vec<Piece> {
+fn plan_domain(domain: &DomainSegments, share: u64, rng: &mut SplitMix64) -> Vec<Segment> {
     let mut pieces = Vec::new();
     let mut left = share;
     while left >= 2 && !domain.train.is_empty() {
@@ -202,7 +195,7 @@ fn plan_domain(domain: &DomainSegments, share: u64, rng: &mut SplitMix64) -> Vec
                 }
                 len -= 1;
             }
-            pieces.push(Piece { seg, len: len as usize });
+            pieces.push(Segment { end: seg.start + len as usize, ..seg });
             left -= len + 1;
         }
         if left == before {
@@ -217,17 +210,10 @@ fn write_pieces(
     split: Split,
     chunk: u32,
     domain: &DomainSegments,
-    pieces: &[Piece],
+    pieces: &[Segment],
     dtype: corpus::shards::Dtype,
 ) -> Result<ShardEntry> {
-    let docs: Vec<(u64, Vec<u32>)> = pieces
-        .iter()
-        .map(|p| {
-            let mut tokens = domain.tokens(&p.seg);
-            tokens.truncate(p.len);
-            (domain.doc_id(&p.seg), tokens)
-        })
-        .collect();
+    let docs: Vec<(u64, Vec<u32>)> = pieces.iter().map(|p| (domain.doc_id(p), domain.tokens(p))).collect();
     let refs: Vec<(u64, &[u32])> = docs.iter().map(|(id, t)| (*id, t.as_slice())).collect();
     Ok(write_shard(dir, split, chunk, &refs, dtype)?)
 }
@@ -237,13 +223,13 @@ fn write_pieces(
 fn write_stream(
     dir: &Path,
     domains: &[DomainSegments],
-    plans: &[Vec<Piece>],
+    plans: &[Vec<Segment>],
     config: &MaterializeConfig,
     dtype: corpus::shards::Dtype,
     rng: &mut SplitMix64,
 ) -> Result<Vec<ShardEntry>> {
     let mut next = vec![0usize; plans.len()];
-    let mut left: Vec<u64> = plans.iter().map(|p| p.iter().map(|x| x.len as u64 + 1).sum()).collect();
+    let mut left: Vec<u64> = plans.iter().map(|p| p.iter().map(|x| x.len() as u64 + 1).sum()).collect();
     let mut entries = Vec::new();
     let mut docs: Vec<(u64, Vec<u32>)> = Vec::new();
     let flush = |docs: &mut Vec<(u64, Vec<u32>)>, entries: &mut Vec<ShardEntry>| -> Result<()> {
@@ -266,10 +252,8 @@ fn write_stream(
             .expect("pick < sum");
         let piece = plans[d][next[d]];
         next[d] += 1;
-        left[d] -= piece.len as u64 + 1;
-        let mut tokens = domains[d].tokens(&piece.seg);
-        tokens.truncate(piece.len);
-        docs.push((domains[d].doc_id(&piece.seg), tokens));
+        left[d] -= piece.len() as u64 + 1;
+        docs.push((domains[d].doc_id(&piece), domains[d].tokens(&piece)));
         if docs.len() == config.chunk_docs {
             flush(&mut docs, &mut entries)?;
         }

@@ -40,9 +40,7 @@ pub struct Space<'a> {
 /// The feasible mixture with the lowest `objective` found, and its value.
 pub fn minimise(space: &Space<'_>, objective: &dyn Fn(&[f64]) -> f64, config: &SearchConfig) -> (Vec<f64>, f64) {
     let (lo, hi) = (space.lo, space.hi);
-    let n = lo.len();
     let mut rng = SplitMix64::new(config.seed);
-    let active: Vec<usize> = (0..n).filter(|&j| hi[j] > 0.0).collect();
     let mut scored: Vec<(f64, Vec<f64>)> = Vec::with_capacity(config.candidates + space.anchors.len());
     for anchor in space.anchors {
         let w = simplex::project(anchor, lo, hi);
@@ -51,11 +49,7 @@ pub fn minimise(space: &Space<'_>, objective: &dyn Fn(&[f64]) -> f64, config: &S
     let schedule = crate::design::DesignConfig::DEFAULT_CONCENTRATIONS;
     for i in 0..config.candidates {
         let c = schedule[i % schedule.len()];
-        let alpha: Vec<f64> = active.iter().map(|&j| c * active.len() as f64 * space.prior[j].max(1e-3)).collect();
-        let x = rng.dirichlet(&alpha);
-        let mut w = vec![0.0; n];
-        active.iter().zip(&x).for_each(|(&j, v)| w[j] = *v);
-        let w = simplex::project(&w, lo, hi);
+        let w = simplex::project(&crate::design::draw_around(&mut rng, space.prior, hi, c), lo, hi);
         scored.push((objective(&w), w));
     }
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));

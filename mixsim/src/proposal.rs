@@ -169,7 +169,7 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
     let (utility, leave_one_out) = utilities(&weights, &lo, &hi, &objective);
     let mut baseline_table = BTreeMap::new();
     for (name, w) in &baselines {
-        if *name == "prior" && baselines[..3].iter().any(|(_, b)| same(b, w)) {
+        if *name == "prior" && baselines[..3].iter().any(|(_, b)| simplex::same(b, w)) {
             continue;
         }
         baseline_table.insert(
@@ -203,10 +203,6 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
 
 fn prediction(mean: f64, std: Option<f64>) -> Prediction {
     Prediction { mean, std, interval: std.map(|s| [mean - 1.96 * s, mean + 1.96 * s]) }
-}
-
-fn same(a: &[f64], b: &[f64]) -> bool {
-    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
 }
 
 /// Per domain: the marginal utility `−∂f/∂t` along `w + t (e_j − w)`, and the objective change

@@ -27,6 +27,11 @@ pub fn feasible(w: &[f64], lo: &[f64], hi: &[f64], tol: f64) -> bool {
         && w.iter().zip(lo).zip(hi).all(|((x, l), h)| *x >= l - tol && *x <= h + tol)
 }
 
+/// Whether two mixtures are equal within 1e-9 per weight.
+pub fn same(a: &[f64], b: &[f64]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}
+
 /// KL(w ‖ prior) in nats; domains the prior gives no weight are skipped (they have none here
 /// either when the bounds came from the same budget).
 pub fn kl(w: &[f64], prior: &[f64]) -> f64 {
