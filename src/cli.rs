@@ -307,8 +307,9 @@ pub struct MixSwarmArgs {
     /// Items per task.
     #[arg(long)]
     pub task_limit: Option<usize>,
-    /// Proxies trained at once (each on --threads / jobs threads).
-    #[arg(long, default_value_t = 2)]
+    /// Proxies trained at once, each on one thread (0 = one per core, or per --threads). One
+    /// thread per proxy keeps the runs table the same bytes whatever --jobs and --threads.
+    #[arg(long, default_value_t = 0)]
     pub jobs: usize,
     /// Seed of the design and of every proxy.
     #[arg(long, default_value_t = 0)]
@@ -346,7 +347,7 @@ pub struct MixProposeArgs {
     /// Seed of the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Proposal TOML to write; utility.csv goes beside the runs table.
+    /// Proposal TOML to write; its utility table goes beside it (`<name>.utility.csv`).
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -7,11 +7,16 @@ mod recipe;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // The matches stay at hand: a resumed `train` must know which flags were given.
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("MIXFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
@@ -30,7 +35,9 @@ fn main() -> ExitCode {
         cli::Command::Corpus(command) => commands::corpus::run(command),
         cli::Command::Tokenizer(cli::TokenizerCommand::Bench(args)) => commands::tokenizer::bench(&args),
         cli::Command::Mix(command) => commands::mix::run(command, cli.threads),
-        cli::Command::Train(args) => commands::train::train(&args),
+        cli::Command::Train(args) => {
+            commands::train::train(&args, matches.subcommand_matches("train").expect("parsed as train"))
+        }
         cli::Command::Eval(args) => commands::train::eval(&args),
         cli::Command::Generate(args) => commands::train::generate(&args),
         cli::Command::Export(args) => commands::train::export(&args),

@@ -1,6 +1,7 @@
 //! `mixforge mix import → fit → predict` on RegMix's published swarm: the round trip works and
 //! the predictions rank the held-out mixtures as their real losses do.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::{manifest_dir, scratch};
@@ -103,6 +104,9 @@ fn import_fit_predict_round_trip() {
         &path("bad.csv"),
     ]);
     assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("domain mismatch"), "{stderr}");
+    assert!(!Path::new(&path("bad.csv")).exists(), "nothing written for a refused prediction");
 }
 
 fn ok(args: &[&str]) -> String {
@@ -211,7 +215,9 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
     for (d, e) in &p.epochs {
         assert!(*e <= 2.0 + 1e-12, "{d} read {e} epochs past the cap of 2");
     }
-    assert!(swarm.join("utility.csv").exists());
+    // The utility table lies beside the proposal; nothing is written into the swarm.
+    assert!(proposal.with_extension("utility.csv").exists());
+    assert!(!swarm.join("utility.csv").exists(), "propose wrote outside --out");
     train_two_steps(&shards, Some(proposal.to_str().unwrap()), &dir.join("train"));
 
     // Materialize: realised shares within one token per domain, caps kept, and it trains.
@@ -259,4 +265,39 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // --out naming something that is not materialized shards (here the corpus shards) is
+    // refused and left as it was, never deleted.
+    let before = std::fs::read(Path::new(&shards).join("manifest.json")).unwrap();
+    let refused = mixforge(&[
+        "mix",
+        "materialize",
+        "--proposal",
+        proposal.to_str().unwrap(),
+        "--shards",
+        &shards,
+        "--tokens",
+        "50000",
+        "--out",
+        &shards,
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("refusing to replace"), "{stderr}");
+    assert_eq!(std::fs::read(Path::new(&shards).join("manifest.json")).unwrap(), before);
+    // Materializing again into its own output replaces it whole.
+    ok(&[
+        "mix",
+        "materialize",
+        "--proposal",
+        proposal.to_str().unwrap(),
+        "--shards",
+        &shards,
+        "--tokens",
+        "40000",
+        "--out",
+        mixed.to_str().unwrap(),
+        "--chunk-docs",
+        "100",
+    ]);
+    let again = corpus::shards::Shards::open(&mixed).unwrap();
+    assert_eq!(again.manifest().mixture.as_ref().unwrap().tokens, 40_000);
 }

@@ -1,7 +1,11 @@
 //! End-to-end tests of the `mixforge` binary on the bundled demo corpus and bad inputs.
 
+mod architecture;
 mod common;
 mod corpus_cli;
+mod determinism_cli;
+mod fixtures_cli;
+mod hardening_cli;
 mod mix_cli;
 mod shards_cli;
 mod train_cli;

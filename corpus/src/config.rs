@@ -332,8 +332,8 @@ impl PipelineConfig {
         }
         for (i, source) in self.sources.iter().enumerate() {
             let field = |name: &str| format!("sources[{i}].{name}");
-            if source.domain.trim().is_empty() {
-                return Err(Error::Config { field: field("domain"), reason: "must not be empty".into() });
+            if let Err(reason) = check_domain_name(&source.domain) {
+                return Err(Error::Config { field: field("domain"), reason });
             }
             if source.paths.is_empty() {
                 return Err(Error::Config {
@@ -358,4 +358,22 @@ impl PipelineConfig {
         }
         self.dedup.validate()
     }
+}
+
+/// A domain name is used as a file and directory name in every artifact (`kept/<domain>.parquet`,
+/// `shards/<domain>/`), so it must be one unchanged: letters, digits, `-`, `_`, `.`, not
+/// starting with `.`; and not `all`, the summary's total row.
+pub fn check_domain_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("a domain name must not be empty".into());
+    }
+    if name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(format!(
+            "domain `{name}` is not a file-safe name (letters, digits, `-`, `_`, `.`; not starting with `.`)"
+        ));
+    }
+    if name == "all" {
+        return Err("`all` names the summary's total row; choose another domain name".into());
+    }
+    Ok(())
 }

@@ -75,7 +75,7 @@ impl KeptWriter {
     }
 
     fn open(&self, domain: &str) -> Result<Box<DomainWriter>> {
-        let path = self.dir.join(format!("{}.parquet", file_stem(domain)));
+        let path = self.dir.join(format!("{domain}.parquet"));
         let file = AtomicFile::create(&path)?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
@@ -135,7 +135,97 @@ fn flush(w: &mut DomainWriter, schema: &SchemaRef, source_names: &[String]) -> R
     w.writer.write(&batch).map_err(err)
 }
 
-/// A domain name made safe as a file name.
-pub fn file_stem(domain: &str) -> String {
-    domain.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+/// One batch of a kept file, as owned values.
+#[derive(Debug, Default)]
+pub struct KeptBatch {
+    /// Document ids.
+    pub ids: Vec<u64>,
+    /// The records' own ids (null → `None`).
+    pub source_ids: Vec<Option<String>>,
+    /// Domains (the file's domain when the column is absent).
+    pub domains: Vec<String>,
+    /// Texts.
+    pub texts: Vec<String>,
+}
+
+/// Reads a kept file (ours, or a user's own Parquet with the same columns) in batches of at
+/// most `batch` documents. Text columns may be any Arrow string type and `doc_id` any
+/// non-negative integer type; anything else is an error naming the file, column and type.
+pub fn read(path: &Path, batch: usize, mut f: impl FnMut(KeptBatch) -> Result<()>) -> Result<()> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let parquet_err = |source| Error::Parquet { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_err)?
+        .with_batch_size(batch.max(1))
+        .build()
+        .map_err(parquet_err)?;
+    let file_domain = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    for record_batch in reader {
+        let record_batch = record_batch.map_err(|e| parquet_err(e.into()))?;
+        let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+        let column = |name: &str| {
+            record_batch
+                .column_by_name(name)
+                .ok_or_else(|| corrupt(format!("kept file without a `{name}` column (needs doc_id and text)")))
+        };
+        let ids = column("doc_id")?;
+        let texts = column("text")?;
+        let n = record_batch.num_rows();
+        let mut out = KeptBatch::default();
+        for i in 0..n {
+            out.ids.push(cell_id(ids, i).map_err(|why| corrupt(format!("column `doc_id` row {i}: {why}")))?);
+            let text = cell_str(texts, i).map_err(|why| corrupt(format!("column `text` row {i}: {why}")))?;
+            out.texts.push(text.ok_or_else(|| corrupt(format!("column `text` row {i}: null")))?);
+        }
+        out.source_ids = match record_batch.column_by_name("source_id") {
+            Some(c) => (0..n)
+                .map(|i| cell_str(c, i).map_err(|why| corrupt(format!("column `source_id` row {i}: {why}"))))
+                .collect::<Result<_>>()?,
+            None => vec![None; n],
+        };
+        out.domains = match record_batch.column_by_name("domain") {
+            Some(c) => (0..n)
+                .map(|i| {
+                    cell_str(c, i)
+                        .map(|d| d.unwrap_or_else(|| file_domain.clone()))
+                        .map_err(|why| corrupt(format!("column `domain` row {i}: {why}")))
+                })
+                .collect::<Result<_>>()?,
+            None => vec![file_domain.clone(); n],
+        };
+        f(out)?;
+    }
+    Ok(())
+}
+
+fn cell_str(column: &ArrayRef, i: usize) -> std::result::Result<Option<String>, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    if column.is_null(i) {
+        return Ok(None);
+    }
+    Ok(Some(match column.data_type() {
+        DataType::Utf8 => column.as_string::<i32>().value(i).to_string(),
+        DataType::LargeUtf8 => column.as_string::<i64>().value(i).to_string(),
+        DataType::Utf8View => column.as_string_view().value(i).to_string(),
+        other => return Err(format!("Arrow type {other}, expected a string type")),
+    }))
+}
+
+fn cell_id(column: &ArrayRef, i: usize) -> std::result::Result<u64, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
+    if column.is_null(i) {
+        return Err("null".into());
+    }
+    let signed = |v: i64| u64::try_from(v).map_err(|_| format!("negative id {v}"));
+    match column.data_type() {
+        DataType::UInt64 => Ok(column.as_primitive::<UInt64Type>().value(i)),
+        DataType::UInt32 => Ok(u64::from(column.as_primitive::<UInt32Type>().value(i))),
+        DataType::Int64 => signed(column.as_primitive::<Int64Type>().value(i)),
+        DataType::Int32 => signed(i64::from(column.as_primitive::<Int32Type>().value(i))),
+        other => Err(format!("Arrow type {other}, expected an integer type")),
+    }
 }

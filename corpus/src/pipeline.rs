@@ -205,8 +205,10 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
     let summary_rows;
     {
         let started = Instant::now();
-        profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &run.domains, &benchmarks)?;
-        let (mut table, rows) = summary::summarize(&records, &run.domains)?;
+        // Both tables name rows by source; several sources may share one domain.
+        let source_domains: Vec<String> = config.sources.iter().map(|s| s.domain.clone()).collect();
+        profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &source_domains, &benchmarks)?;
+        let (mut table, rows) = summary::summarize(&records, &source_domains)?;
         summary::write_parquet(&config.out.join("summary.parquet"), &mut table)?;
         atomic::write_json(&config.out.join("summary.json"), &rows)?;
         outputs.insert("profile".into(), "profile.parquet".into());
@@ -412,7 +414,17 @@ impl Run<'_> {
             }
             Ok(())
         })?;
-        writer.finish()
+        let written = writer.finish()?;
+        // A domain an earlier run into this directory kept, and this one did not, must not
+        // reach the shards.
+        let dir = self.config.out.join("kept");
+        for entry in std::fs::read_dir(&dir).at(&dir)? {
+            let path = entry.at(&dir)?.path();
+            if path.extension().is_some_and(|e| e == "parquet") && !written.values().any(|w| *w == path) {
+                std::fs::remove_file(&path).at(&path)?;
+            }
+        }
+        Ok(written)
     }
 }
 

@@ -223,3 +223,14 @@ fn columns(records: &[DocRecord], source_names: &[String], domains: &[String], b
     ]);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// The invariant "the corpus crate never holds the corpus' text": what pass 1 keeps per
+    /// document is a fixed-size record (plus its own short id), whatever the document's length.
+    #[test]
+    fn a_document_record_is_small_and_holds_no_text() {
+        let size = std::mem::size_of::<super::DocRecord>();
+        assert!(size <= 320, "DocRecord is {size} bytes");
+    }
+}

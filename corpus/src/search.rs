@@ -42,8 +42,17 @@ fn search_err(path: &Path) -> impl Fn(tantivy::TantivyError) -> Error + '_ {
 }
 
 /// Builds an index of `run/kept/*.parquet` (with `words` from `run/profile.parquet` when
-/// present) into `out`, replacing any index there. Returns the number of documents indexed.
+/// present) into `out`, replacing an index there (and refusing to replace anything else). The
+/// index is built beside `out` and swapped in whole. Returns the number of documents indexed.
 pub fn build_index(run: &Path, out: &Path, progress: &dyn Progress) -> Result<u64> {
+    crate::atomic::check_replaceable(out, "search index (no meta.json)", |d| d.join("meta.json").is_file())?;
+    let building = crate::atomic::AtomicDir::create(out)?;
+    let n = build_index_in(run, building.path(), progress)?;
+    building.commit()?;
+    Ok(n)
+}
+
+fn build_index_in(run: &Path, out: &Path, progress: &dyn Progress) -> Result<u64> {
     let err = search_err(out);
     let mut schema = Schema::builder();
     let f_id = schema.add_u64_field("doc_id", INDEXED | STORED | FAST);
@@ -51,10 +60,6 @@ pub fn build_index(run: &Path, out: &Path, progress: &dyn Progress) -> Result<u6
     let f_domain = schema.add_text_field("domain", STRING | STORED);
     let f_words = schema.add_u64_field("words", STORED | FAST);
     let f_text = schema.add_text_field("text", TEXT | STORED);
-    if out.exists() {
-        std::fs::remove_dir_all(out).at(out)?;
-    }
-    std::fs::create_dir_all(out).at(out)?;
     let index = Index::create_in_dir(out, schema.build()).map_err(&err)?;
     let words = profile_words(&run.join("profile.parquet"))?;
     let mut writer: IndexWriter =
@@ -75,39 +80,21 @@ pub fn build_index(run: &Path, out: &Path, progress: &dyn Progress) -> Result<u6
     let mut n = 0u64;
     progress.begin("index", files.len() as u64, Unit::Docs);
     for (i, path) in files.iter().enumerate() {
-        let parquet_err = |source| Error::Parquet { path: path.clone(), source };
-        let file = std::fs::File::open(path).at(path)?;
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
-        for batch in reader {
-            let batch = batch.map_err(|e| parquet_err(e.into()))?;
-            let column = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .cloned()
-                    .ok_or_else(|| Error::Corrupt { path: path.clone(), reason: format!("no `{name}` column") })
-            };
-            let (ids, source_ids, domains, texts) =
-                (column("doc_id")?, column("source_id")?, column("domain")?, column("text")?);
-            let (ids, source_ids, domains, texts) = (
-                ids.as_primitive::<UInt64Type>(),
-                source_ids.as_string::<i32>(),
-                domains.as_string::<i32>(),
-                texts.as_string::<i64>(),
-            );
-            for row in 0..batch.num_rows() {
-                let id = ids.value(row);
-                let mut document = doc!(f_id => id, f_domain => domains.value(row), f_text => texts.value(row));
-                if source_ids.is_valid(row) {
-                    document.add_text(f_source_id, source_ids.value(row));
+        crate::kept::read(path, 1024, |batch| {
+            for (row, id) in batch.ids.iter().enumerate() {
+                let mut document =
+                    doc!(f_id => *id, f_domain => batch.domains[row].as_str(), f_text => batch.texts[row].as_str());
+                if let Some(source_id) = &batch.source_ids[row] {
+                    document.add_text(f_source_id, source_id);
                 }
-                if let Some(&w) = words.get(&id) {
+                if let Some(&w) = words.get(id) {
                     document.add_u64(f_words, w);
                 }
                 writer.add_document(document).map_err(&err)?;
                 n += 1;
             }
-        }
+            Ok(())
+        })?;
         progress.set(i as u64 + 1);
     }
     writer.commit().map_err(&err)?;
@@ -124,7 +111,13 @@ fn profile_words(path: &Path) -> Result<BTreeMap<u64, u64>> {
     for batch in reader {
         let batch = batch.map_err(|e| parquet_err(e.into()))?;
         let (Some(ids), Some(counts)) = (batch.column_by_name("doc_id"), batch.column_by_name("words")) else { break };
-        let (ids, counts) = (ids.as_primitive::<UInt64Type>(), counts.as_primitive::<UInt64Type>());
+        let (Some(ids), Some(counts)) = (ids.as_primitive_opt::<UInt64Type>(), counts.as_primitive_opt::<UInt64Type>())
+        else {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: "`doc_id` and `words` must be UInt64 columns".into(),
+            });
+        };
         for row in 0..batch.num_rows() {
             if counts.is_valid(row) {
                 words.insert(ids.value(row), counts.value(row));

@@ -38,7 +38,8 @@ pub struct DomainSummary {
     pub docs_flagged: u64,
 }
 
-/// Builds the per-domain table (plus an `all` row) from the run's records.
+/// Builds the per-domain table (plus an `all` row) from the run's records; `domains[i]` is
+/// the domain of source `i` (several sources may share one).
 pub fn summarize(records: &[DocRecord], domains: &[String]) -> Result<(DataFrame, Vec<DomainSummary>)> {
     let table_err = |source| Error::Table { path: "summary".into(), source };
     let domain: Vec<&str> = records.iter().map(|r| domains[usize::from(r.source.0)].as_str()).collect();

@@ -3,6 +3,7 @@
 mod common;
 mod decontamination;
 mod dedup_quality;
+mod hardening;
 mod ingest_formats;
 mod pipeline_runs;
 mod shards_and_search;

@@ -55,8 +55,9 @@ pub fn materialize(config: &MaterializeConfig, proposal: &Proposal) -> Result<Sh
         manifest.domains.keys().map(|d| DomainSegments::open(&source, d)).collect::<corpus::Result<_>>()?;
     let shares = allot(config.tokens, proposal, &domains)?;
 
-    let tmp = temp_dir(&config.out);
-    let _ = std::fs::remove_dir_all(&tmp);
+    corpus::atomic::check_replaceable(&config.out, "materialized shard directory", is_materialized)?;
+    let building = corpus::atomic::AtomicDir::create(&config.out)?;
+    let tmp = building.path().to_path_buf();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
@@ -68,7 +69,7 @@ pub fn materialize(config: &MaterializeConfig, proposal: &Proposal) -> Result<Sh
     let mut realised = BTreeMap::new();
     for (domain, &share) in domains.iter().zip(&shares) {
         let pieces = plan_domain(domain, share, &mut rng);
-        let dir = tmp.join(corpus::kept::file_stem(&domain.name));
+        let dir = tmp.join(&domain.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut shards = DomainShards::default();
         for (chunk, group) in pieces.chunks(config.chunk_docs).enumerate() {
@@ -130,17 +131,13 @@ pub fn materialize(config: &MaterializeConfig, proposal: &Proposal) -> Result<Sh
         }),
     };
     corpus::atomic::write_json(&tmp.join("manifest.json"), &out_manifest)?;
-    if config.out.exists() {
-        std::fs::remove_dir_all(&config.out).map_err(io(&config.out))?;
-    }
-    std::fs::rename(&tmp, &config.out).map_err(io(&config.out))?;
+    building.commit()?;
     Ok(out_manifest)
 }
 
-fn temp_dir(out: &Path) -> PathBuf {
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp-materialize");
-    PathBuf::from(tmp)
+/// Whether `dir` holds shards this command wrote (a manifest with a realised mixture).
+fn is_materialized(dir: &Path) -> bool {
+    Shards::open(dir).is_ok_and(|s| s.manifest().mixture.is_some())
 }
 
 /// Tokens per domain: the proposal's weights applied to `tokens`, rounded to sum exactly,

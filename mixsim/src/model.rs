@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::metrics::{CvReport, kfold_cv};
 use crate::rng::SplitMix64;
-use crate::runs::{RunsTable, write_atomic};
+use crate::runs::RunsTable;
 use crate::surrogate::{self, AnySurrogate, Surrogate};
+use corpus::atomic::write_file;
 
 /// The version [`FittedModel::save`] writes and [`FittedModel::load`] reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -51,6 +52,22 @@ pub struct FittedModel {
     pub bootstrap: Vec<AnySurrogate>,
 }
 
+/// The fewest runs a surrogate is fitted on: each cross-validation fold must leave at least
+/// two runs to fit.
+pub const MIN_RUNS: usize = 3;
+
+/// Folds of the cross-validation on `runs` runs: [`AUTO_FOLDS`], or leave-one-out when there
+/// are fewer runs; an error below [`MIN_RUNS`].
+pub fn cv_folds(runs: usize) -> Result<usize> {
+    if runs < MIN_RUNS {
+        return Err(Error::Invalid(format!(
+            "fitting a surrogate needs at least {MIN_RUNS} runs with this metric, the table has {runs}; \
+             run a larger swarm (mix swarm --runs N)"
+        )));
+    }
+    Ok(AUTO_FOLDS.min(runs))
+}
+
 impl FittedModel {
     /// Fits `kind` on every run of `table` for the metric `target`.
     pub fn fit(table: &RunsTable, target: &str, kind: SurrogateKind) -> Result<FittedModel> {
@@ -65,11 +82,12 @@ impl FittedModel {
         kind: SurrogateKind,
     ) -> Result<(FittedModel, Vec<(String, CvReport)>)> {
         let (x, y) = table.xy(target)?;
+        let k = cv_folds(x.len())?;
         let (surrogate, reports) = match kind {
-            SurrogateKind::Auto => surrogate::auto(&x, &y, AUTO_FOLDS, AUTO_SEED),
+            SurrogateKind::Auto => surrogate::auto(&x, &y, k, AUTO_SEED),
             other => {
                 let template = unfitted(other);
-                let report = kfold_cv(|| Box::new(template.clone()), &x, &y, AUTO_FOLDS.min(x.len()), AUTO_SEED);
+                let report = kfold_cv(|| Box::new(template.clone()), &x, &y, k, AUTO_SEED);
                 let mut fitted = template.clone();
                 fitted.fit(&x, &y);
                 let name = fitted.name().to_string();
@@ -152,7 +170,7 @@ impl FittedModel {
     pub fn save(&self, path: &Path) -> Result<()> {
         let json =
             serde_json::to_vec_pretty(self).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-        write_atomic(path, &json)
+        Ok(write_file(path, &json)?)
     }
 
     /// Reads a model, refusing other format versions before parsing the rest.

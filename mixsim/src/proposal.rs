@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 use crate::model::FittedModel;
 use crate::optimize::{self, SearchConfig, Space};
 use crate::rounding::round_tokens;
-use crate::runs::write_atomic;
 use crate::simplex;
 use crate::surrogate::Surrogate;
+use corpus::atomic::write_file;
 
 /// The version [`Proposal::save`] writes.
 pub const PROPOSAL_FORMAT_VERSION: u32 = 1;
@@ -247,22 +247,27 @@ impl Proposal {
         text.push_str(
             &toml::to_string(&copy).map_err(|e| Error::Toml { path: path.to_path_buf(), message: e.to_string() })?,
         );
-        write_atomic(path, text.as_bytes())
+        Ok(write_file(path, text.as_bytes())?)
     }
 
     /// Reads a proposal file.
     pub fn load(path: &Path) -> Result<Proposal> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        let proposal: Proposal =
-            toml::from_str(&text).map_err(|e| Error::Toml { path: path.to_path_buf(), message: e.to_string() })?;
-        if proposal.format_version != PROPOSAL_FORMAT_VERSION {
+        let toml_err = |e: toml::de::Error| Error::Toml { path: path.to_path_buf(), message: e.to_string() };
+        // The version first: a newer layout is refused by its version, not by a missing field.
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = toml::from_str(&text).map_err(toml_err)?;
+        if version.format_version != PROPOSAL_FORMAT_VERSION {
             return Err(Error::FormatVersion {
                 path: path.to_path_buf(),
-                got: proposal.format_version,
+                got: version.format_version,
                 expected: PROPOSAL_FORMAT_VERSION,
             });
         }
-        Ok(proposal)
+        toml::from_str(&text).map_err(toml_err)
     }
 
     /// `domain,weight,tokens,epochs,utility,leave_one_out` rows, for the reports.

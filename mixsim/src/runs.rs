@@ -1,7 +1,9 @@
 //! Proxy-run tables: import RegMix CSVs, pair mixtures with metrics, write and read our own CSV.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use corpus::atomic::write_file;
 
 use crate::error::{Error, Result};
 
@@ -189,7 +191,7 @@ impl RunsTable {
             }
             out.push('\n');
         }
-        write_atomic(path, out.as_bytes())
+        Ok(write_file(path, out.as_bytes())?)
     }
 
     /// Reads what [`RunsTable::write_csv`] wrote.
@@ -256,7 +258,7 @@ impl RunsTable {
         let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| err(&e))?;
         writer.write(&batch).map_err(|e| err(&e))?;
         writer.close().map_err(|e| err(&e))?;
-        write_atomic(path, &bytes)
+        Ok(write_file(path, &bytes)?)
     }
 }
 
@@ -264,16 +266,4 @@ impl RunsTable {
 fn line_of(path: &Path, index: &str) -> Option<usize> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().position(|l| l.split(',').next().map(str::trim) == Some(index)).map(|i| i + 1)
-}
-
-/// Temp file in the same directory, fsync, rename: a crash never leaves half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string().push(".tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }

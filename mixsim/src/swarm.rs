@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::runs::{Run, RunsTable, write_atomic};
+use crate::runs::{Run, RunsTable};
+use corpus::atomic::write_file;
 
 /// The version of `plan.json`.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -122,9 +123,9 @@ impl SwarmDir {
             weights.iter().for_each(|w| design.push_str(&format!(",{w}")));
             design.push('\n');
         }
-        write_atomic(&self.dir.join("design.csv"), design.as_bytes())?;
+        write_file(&self.dir.join("design.csv"), design.as_bytes())?;
         let json = serde_json::to_vec_pretty(plan).map_err(|source| Error::Json { path: path.clone(), source })?;
-        write_atomic(&path, &json)
+        Ok(write_file(&path, &json)?)
     }
 
     /// The finished runs so far (none before the first finishes).

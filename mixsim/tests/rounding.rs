@@ -17,9 +17,10 @@ proptest! {
         let n = available.len();
         let domains: Vec<String> = (0..n).map(|j| format!("d{j}")).collect();
         let max_epochs: Vec<Option<f64>> = caps[..n].iter().map(|c| Some(*c)).collect();
-        let Ok(budget) = Budget::new(domains, available.clone(), target, max_epochs, min_weight) else {
-            return Ok(()); // infeasible budgets are refused up front
-        };
+        let budget = Budget::new(domains, available.clone(), target, max_epochs, min_weight);
+        // Infeasible budgets are refused up front (tested apart); they are not passing cases here.
+        prop_assume!(budget.is_ok());
+        let budget = budget.unwrap();
         let (lo, hi) = (budget.lower(), budget.upper());
         // Any feasible mixture: a random point projected onto the caps.
         let w = simplex::project(&raw[..n], &lo, &hi);
@@ -57,4 +58,11 @@ fn rounding_is_close_to_the_weights() {
     // A capped domain keeps its cap and the surplus goes elsewhere.
     let tokens = round_tokens(&[0.5, 0.5], 1000, 10, &[495, 1000], &[0, 0]).unwrap();
     assert_eq!(tokens, vec![490, 510]);
+}
+
+#[test]
+fn infeasible_budgets_are_refused_naming_the_shortfall() {
+    // Two domains of 1,000 tokens capped at 2 epochs cannot give 10,000 tokens.
+    let budget = Budget::new(vec!["a".into(), "b".into()], vec![1_000, 1_000], 10_000, vec![Some(2.0); 2], 0.0);
+    assert!(matches!(budget, Err(mixsim::Error::Infeasible(_))), "{budget:?}");
 }

@@ -118,7 +118,8 @@ fn fit(
     out: &mut impl Write,
 ) -> Result<FittedModel> {
     let (model, reports) = FittedModel::fit_with_cv(table, target, surrogate_kind(surrogate))?;
-    writeln!(out, "5-fold CV on {} runs, target {target}:", table.rows.len())?;
+    let k = mixsim::model::cv_folds(table.rows.len())?;
+    writeln!(out, "{k}-fold CV on {} runs, target {target}:", table.rows.len())?;
     writeln!(out, "  {:<12} {:>9} {:>9} {:>9}", "surrogate", "spearman", "pearson", "mae")?;
     for (name, r) in &reports {
         writeln!(out, "  {name:<12} {:>9.4} {:>9.4} {:>9.4}", r.spearman, r.pearson, r.mae)?;
@@ -231,10 +232,11 @@ fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Result<()
     };
     let dir = SwarmDir::new(&args.out)?;
     let done = dir.finished()?.map_or(0, |t| t.rows.len());
-    // libtorch's thread count is per process: share the cores among the proxies running at once.
+    // Proxies run in parallel, each on one libtorch thread: more intra-op threads would change
+    // the order of float sums, and with it the last digits of every metric.
     let cores = if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    let jobs = args.jobs.clamp(1, args.runs);
-    tch::set_num_threads((cores / jobs).max(1) as i32);
+    let jobs = if args.jobs == 0 { cores } else { args.jobs }.clamp(1, args.runs);
+    tch::set_num_threads(1);
     writeln!(
         out,
         "swarm: {} proxies ({} params, {} tokens each, {:.3} of every domain) for a {}-token target, {jobs} at a time; \
@@ -327,7 +329,8 @@ fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
     };
     let proposal = mixsim::propose(&budget, &models, &config)?;
     proposal.save(&args.out)?;
-    let utility_path: PathBuf = args.runs.parent().unwrap_or(Path::new(".")).join("utility.csv");
+    // Beside the proposal, named after it: the command writes nothing outside --out's folder.
+    let utility_path: PathBuf = args.out.with_extension("utility.csv");
     corpus::atomic::write_file(&utility_path, proposal.utility_csv().as_bytes())?;
     print_proposal(&proposal, out)?;
     writeln!(out, "proposal → {}; utility → {}", args.out.display(), utility_path.display())?;

@@ -1,8 +1,11 @@
 //! `mixforge train | eval | generate | export | model params | doctor`.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args};
 use corpus::shards::Shards;
 use train::checkpoint;
 use train::data::{CapPolicy, Loader, LoaderConfig, Mixture};
@@ -56,15 +59,39 @@ fn resolve_model(choice: &ModelChoice) -> Result<ModelConfig> {
     })
 }
 
-pub fn train(args: &TrainArgs) -> Result<()> {
+/// Flags a resumed run may be given with new values: they extend it (`steps`, `tokens`, checked
+/// below) or only change when it validates and checkpoints, or where it runs. `shards` and
+/// `teacher` may point at a new place holding the same data.
+const RESUME_MAY_CHANGE: [&str; 9] =
+    ["out", "resume", "device", "steps", "tokens", "eval_every", "checkpoint_every", "keep_checkpoints", "threads"];
+
+pub fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
     let device = train::device::pick(Some(&args.device))?;
     let resumable = args.resume && checkpoint::resolve(&args.out).is_ok();
+    if args.resume && !resumable && args.out.join("metrics.jsonl").exists() {
+        // Killed before its first checkpoint: nothing to resume, start again.
+        eprintln!("{} has no checkpoint yet: starting it again", args.out.display());
+        std::fs::remove_file(args.out.join("metrics.jsonl"))?;
+    }
     let mut trainer = if resumable {
-        let t = Trainer::resume(&args.out, device).with_context(|| format!("resuming {}", args.out.display()))?;
+        // The flags typed on the command line (not their defaults); clap's derive also lists
+        // the struct's own group among the ids, which is no flag.
+        let flags = TrainArgs::augment_args(clap::Command::new("train"));
+        let given: Vec<String> = flags
+            .get_arguments()
+            .map(|a| a.get_id().as_str().to_string())
+            .chain(["threads".to_string()])
+            .filter(|id| matches.try_contains_id(id).unwrap_or(false))
+            .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .collect();
+        let t = Trainer::resume_with(&args.out, device, |stored, step| {
+            adjust_resumed(args, &given, stored, step).map_err(|e| train::Error::Config(format!("{e:#}")))
+        })
+        .with_context(|| format!("resuming {}", args.out.display()))?;
         eprintln!("resuming {} at step {}/{}", args.out.display(), t.step, t.config.steps);
         t
     } else {
-        let config = train_config(args)?;
+        let config = train_config(args, true)?;
         let params = config.model.param_count();
         eprintln!(
             "training {} parameters for {} steps ({} tokens/step) on {:?} → {}",
@@ -90,7 +117,108 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
+/// Checks the flags given to a resumed run against the config it started with: a flag that
+/// would change the run is refused, naming it; more steps extend the schedule (stated); new
+/// places for the same shards or teacher are taken.
+fn adjust_resumed(args: &TrainArgs, given: &[String], stored: &mut TrainConfig, step: u64) -> Result<()> {
+    let wanted = train_config(args, false)?;
+    for id in given.iter().filter(|id| !RESUME_MAY_CHANGE.contains(&id.as_str())) {
+        let flag = format!("--{}", id.replace('_', "-"));
+        match id.as_str() {
+            "shards" | "teacher" => {
+                let (new, old_ref) = match id.as_str() {
+                    "shards" => (Some(wanted.shards.clone()), &stored.shards_ref),
+                    _ => (wanted.teacher.clone(), &stored.teacher_ref),
+                };
+                let same = match &new {
+                    Some(path) => old_ref.xxh3.is_some() && checkpoint::fingerprint(path) == old_ref.xxh3,
+                    None => false,
+                };
+                if !same {
+                    bail!(
+                        "{flag} {} is not the data this run started with (its fingerprint differs); a resumed \
+                         run keeps its inputs: train into a new --out instead",
+                        new.map(|p| p.display().to_string()).unwrap_or_default()
+                    );
+                }
+                match id.as_str() {
+                    "shards" => stored.shards = wanted.shards.clone(),
+                    _ => stored.teacher = wanted.teacher.clone(),
+                }
+            }
+            other => {
+                let (old, new) = (setting(other, stored)?, setting(other, &wanted)?);
+                if old != new {
+                    bail!(
+                        "{flag} {new} differs from the run's {old}: a resumed run keeps the settings it started \
+                         with (only --steps/--tokens may extend it; --eval-every, --checkpoint-every, \
+                         --keep-checkpoints and --device may change); train into a new --out instead"
+                    );
+                }
+            }
+        }
+    }
+    let steps = match (args.steps, args.tokens) {
+        (Some(s), _) => Some(s),
+        (None, Some(t)) => Some(t.div_ceil(stored.tokens_per_step()).max(1)),
+        (None, None) => None,
+    };
+    if let Some(steps) = steps.filter(|s| *s != stored.steps) {
+        if steps < stored.steps {
+            bail!(
+                "--steps/--tokens asks for {steps} steps, fewer than the run's {}: a resumed run can only be \
+                 extended",
+                stored.steps
+            );
+        }
+        let (before, after) = (stored.optim.lr_at(step, stored.steps), stored.optim.lr_at(step, steps));
+        eprintln!(
+            "extending the run from {} to {steps} steps: warm-up then cosine decay now spans {steps} steps; the \
+             learning rate at step {step} moves from {before:.3e} to {after:.3e}",
+            stored.steps
+        );
+        stored.steps = steps;
+    }
+    if given.iter().any(|g| g == "eval_every") {
+        stored.eval_every = args.eval_every;
+    }
+    if given.iter().any(|g| g == "checkpoint_every") {
+        stored.checkpoint_every = args.checkpoint_every;
+    }
+    if given.iter().any(|g| g == "keep_checkpoints") {
+        stored.keep_checkpoints = args.keep_checkpoints;
+    }
+    Ok(())
+}
+
+/// The value a training flag set in a config, for comparing a resumed run's flags.
+fn setting(id: &str, c: &TrainConfig) -> Result<serde_json::Value> {
+    use serde_json::to_value as v;
+    Ok(match id {
+        "model" => v(&c.model)?,
+        "mix" => v(&c.mixture)?,
+        "batch_size" => v(c.loader.batch_size)?,
+        "seq_len" => v(c.loader.seq_len)?,
+        "grad_accum" => v(c.grad_accum)?,
+        "lr" => v(c.optim.lr)?,
+        "warmup" => v(c.optim.warmup_steps)?,
+        "min_lr_ratio" => v(c.optim.min_lr_ratio)?,
+        "weight_decay" => v(c.optim.weight_decay)?,
+        "grad_clip" => v(c.optim.grad_clip)?,
+        "seed" => v(c.seed)?,
+        "eval_sequences" => v(c.eval_sequences)?,
+        "doc_mask" => v(c.loader.doc_mask)?,
+        "reset_positions" => v(c.loader.reset_positions)?,
+        "cap_policy" => v(c.loader.cap_policy)?,
+        "kd_temperature" => v(c.kd.temperature)?,
+        "ce_weight" => v(c.kd.ce_weight)?,
+        other => bail!("--{} cannot be checked against a resumed run", other.replace('_', "-")),
+    })
+}
+
+/// The config the flags describe; `fresh` is false for a resumed run, which has its own steps
+/// (and whose flags are only compared with what it stored, defaults included).
+fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
     let shards_dir = args.shards.canonicalize().with_context(|| format!("shards {}", args.shards.display()))?;
     let shards = Shards::open(&shards_dir)?;
     let mut model = ModelConfig::resolve(&args.model)?;
@@ -115,14 +243,15 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         eos_id: train::data::eos_id(&tokenizer)?,
         data_fraction: 1.0,
     };
-    if args.seq_len > model.max_seq_len {
+    if fresh && args.seq_len > model.max_seq_len {
         bail!("--seq-len {} is longer than the model's max_seq_len {}", args.seq_len, model.max_seq_len);
     }
     let tokens_per_step = (args.seq_len * args.batch_size) as u64 * args.grad_accum.max(1);
     let steps = match (args.steps, args.tokens) {
         (Some(s), _) => s,
         (None, Some(t)) => t.div_ceil(tokens_per_step).max(1),
-        (None, None) => bail!("give --steps or --tokens"),
+        (None, None) if fresh => bail!("give --steps or --tokens"),
+        (None, None) => 0,
     };
     Ok(TrainConfig {
         model,
@@ -146,6 +275,8 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         teacher: args.teacher.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
         kd: KdConfig { temperature: args.kd_temperature, ce_weight: args.ce_weight },
         seed: args.seed,
+        shards_ref: Default::default(),
+        teacher_ref: Default::default(),
     })
 }
 
@@ -164,10 +295,26 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let device = train::device::pick(Some(&args.device))?;
     let loaded = hf::load_any(&args.checkpoint, device, false)?;
     let tokenizer = corpus::tokenize::load(&loaded.tokenizer)?;
-    let state = checkpoint::resolve(&args.checkpoint).and_then(|d| checkpoint::read_state(&d)).ok();
-    let shards_dir = args.shards.clone().or_else(|| state.as_ref().map(|s| s.config.shards.clone()));
+    let step_dir = checkpoint::resolve(&args.checkpoint).ok();
+    let state = step_dir.as_ref().and_then(|d| checkpoint::read_state(d).ok());
+    // Validation runs on the shards the checkpoint was trained on, wherever they are now; when
+    // they cannot be found the user is told, not left with a table that silently lacks them.
+    let shards_dir = match (&args.shards, &state, &step_dir) {
+        (Some(dir), _, _) => Some(dir.clone()),
+        (None, Some(s), Some(dir)) => {
+            let run = dir.parent().and_then(Path::parent).unwrap_or(dir);
+            match checkpoint::locate(run, &s.config.shards, &s.config.shards_ref, "shards") {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    eprintln!("note: no validation loss: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut val = std::collections::BTreeMap::new();
-    if let Some(dir) = shards_dir.filter(|d| d.exists()) {
+    if let Some(dir) = shards_dir {
         let shards = Shards::open(&dir)?;
         let seq_len = state.as_ref().map_or(256, |s| s.config.loader.seq_len).min(loaded.model.config.max_seq_len);
         let config = LoaderConfig {

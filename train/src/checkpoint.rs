@@ -34,13 +34,9 @@ pub fn step_dir(run: &Path, step: u64) -> PathBuf {
 /// Writes a checkpoint of `model` (and `optim`, when training) and points `latest` at it.
 pub fn save(run: &Path, state: &State, model: &Llama, optim: Option<&AdamW>, tokenizer: &Path) -> Result<PathBuf> {
     let dir = step_dir(run, state.step);
-    let parent = dir.parent().expect("a step dir has a parent");
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(".tmp-step-{:08}", state.step));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // Built beside its final name, every file synced, then renamed into place.
+    let building = corpus::atomic::AtomicDir::create(&dir)?;
+    let tmp = building.path();
     save_weights(model, &tmp.join("model.safetensors"))?;
     if let Some(optim) = optim {
         let mut named: Vec<(String, Tensor)> = Vec::new();
@@ -52,12 +48,10 @@ pub fn save(run: &Path, state: &State, model: &Llama, optim: Option<&AdamW>, tok
         Tensor::write_safetensors(&named, tmp.join("optimizer.safetensors"))?;
     }
     let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Data(format!("serializing state: {e}")))?;
-    std::fs::write(tmp.join("state.json"), json).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(|e| Error::io(tmp, e))?;
     std::fs::copy(tokenizer, tmp.join("tokenizer.json")).map_err(|e| Error::io(tokenizer, e))?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    building.commit()?;
+    let parent = dir.parent().expect("a step dir has a parent");
     let name = dir.file_name().expect("named").to_string_lossy().into_owned();
     corpus::atomic::write_file(&parent.join("latest"), name.as_bytes())?;
     Ok(dir)
@@ -90,14 +84,19 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 pub fn read_state(dir: &Path) -> Result<State> {
     let path = dir.join("state.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::format(&path, e.to_string()))?;
-    if state.format_version != FORMAT_VERSION {
+    // The version first: a newer layout is refused by its version, not by a missing field.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let version: Version = serde_json::from_slice(&bytes).map_err(|e| Error::format(&path, e.to_string()))?;
+    if version.format_version != FORMAT_VERSION {
         return Err(Error::format(
             &path,
-            format!("format version {} (this build reads {FORMAT_VERSION})", state.format_version),
+            format!("format version {} (this build reads {FORMAT_VERSION})", version.format_version),
         ));
     }
-    Ok(state)
+    serde_json::from_slice(&bytes).map_err(|e| Error::format(&path, e.to_string()))
 }
 
 /// Named tensors of a safetensors file.
@@ -113,14 +112,29 @@ pub fn load_optimizer(dir: &Path, optim: &mut AdamW) -> Result<()> {
     let path = dir.join("optimizer.safetensors");
     let tensors = read_tensors(&path)?;
     let get = |name: &str| tensors.get(name).ok_or_else(|| Error::format(&path, format!("{name} is missing")));
+    let check = |name: String, into: &Tensor| -> Result<Tensor> {
+        let t = get(&name)?;
+        if t.size() != into.size() {
+            return Err(Error::format(
+                &path,
+                format!("{name} has shape {:?}, the model's optimizer state needs {:?}", t.size(), into.size()),
+            ));
+        }
+        Ok(t.shallow_clone())
+    };
     tch::no_grad(|| -> Result<()> {
         for i in 0..optim.m.len() {
-            optim.m[i].copy_(get(&format!("m.{i}"))?);
-            optim.v[i].copy_(get(&format!("v.{i}"))?);
+            let (m, v) = (check(format!("m.{i}"), &optim.m[i])?, check(format!("v.{i}"), &optim.v[i])?);
+            optim.m[i].copy_(&m);
+            optim.v[i].copy_(&v);
         }
         Ok(())
     })?;
-    optim.step = get("step")?.int64_value(&[0]) as u64;
+    let step = get("step")?;
+    if step.numel() != 1 {
+        return Err(Error::format(&path, format!("step has {} values, not 1", step.numel())));
+    }
+    optim.step = step.int64_value(&[0]) as u64;
     Ok(())
 }
 
@@ -137,4 +151,82 @@ pub fn prune(run: &Path, keep: usize) -> Result<()> {
         std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
     }
     Ok(())
+}
+
+/// How a run finds an input (its shards, its teacher) again after the run or the input moved:
+/// the path relative to the run directory, and a fingerprint to check that what is found
+/// there is what the run started with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputRef {
+    /// The input's path relative to the run directory, when one exists.
+    #[serde(default)]
+    pub relative: Option<PathBuf>,
+    /// xxh3-64 (hex) of the input's description file (`manifest.json`, `state.json` or `config.json`).
+    #[serde(default)]
+    pub xxh3: Option<String>,
+}
+
+impl InputRef {
+    /// The reference of `input` as seen from `run`.
+    pub fn of(input: &Path, run: &Path) -> InputRef {
+        InputRef { relative: relative_to(input, run), xxh3: fingerprint(input) }
+    }
+}
+
+/// The fingerprint of an input directory: xxh3-64 of the file that describes it (a shard
+/// manifest, a checkpoint's state, a Hugging Face config).
+pub fn fingerprint(input: &Path) -> Option<String> {
+    let dir = resolve(input).unwrap_or_else(|_| input.to_path_buf());
+    ["manifest.json", "state.json", "config.json"]
+        .iter()
+        .find_map(|name| std::fs::read(dir.join(name)).ok())
+        .map(|bytes| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+}
+
+/// `path` relative to `base` (both made absolute), e.g. `../data/shards`.
+pub fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    let (path, base) = (std::path::absolute(path).ok()?, std::path::absolute(base).ok()?);
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return None;
+    }
+    let mut rel = PathBuf::new();
+    b[common..].iter().for_each(|_| rel.push(".."));
+    p[common..].iter().for_each(|c| rel.push(c));
+    Some(rel)
+}
+
+/// Where an input of the run in `run` is now: at `recorded`, or at its path relative to the
+/// run (a run moved together with its data); what is found must have the recorded
+/// fingerprint. Says so when the input moved; an error names both places and what to pass.
+pub fn locate(run: &Path, recorded: &Path, reference: &InputRef, flag: &str) -> Result<PathBuf> {
+    let mut candidates = vec![recorded.to_path_buf()];
+    candidates.extend(reference.relative.as_ref().map(|r| run.join(r)));
+    let mut changed = None;
+    for candidate in &candidates {
+        if !candidate.exists() {
+            continue;
+        }
+        if reference.xxh3.is_some() && fingerprint(candidate) != reference.xxh3 {
+            changed = Some(candidate.clone());
+            continue;
+        }
+        if candidate != recorded {
+            eprintln!("note: {flag} moved: using {} (recorded at {})", candidate.display(), recorded.display());
+        }
+        return Ok(candidate.clone());
+    }
+    Err(Error::Data(match changed {
+        Some(c) => format!(
+            "the {flag} at {} are not the ones this run was trained on (their fingerprint changed); pass --{flag} \
+             with the original data",
+            c.display()
+        ),
+        None => format!(
+            "the run's {flag} are gone: not at {}{}; if they moved, pass --{flag} PATH",
+            recorded.display(),
+            reference.relative.as_ref().map(|r| format!(" nor at {} from the run", r.display())).unwrap_or_default()
+        ),
+    }))
 }

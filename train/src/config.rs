@@ -187,7 +187,8 @@ impl ModelConfig {
         if self.layer_types.contains(&AttnKind::Local) && self.sliding_window == 0 {
             return fail("sliding_window must be positive when a layer is local".into());
         }
-        if self.rope_theta <= 0.0 || self.norm_eps <= 0.0 {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(self.rope_theta) || !positive(self.norm_eps) {
             return fail("rope_theta and norm_eps must be positive".into());
         }
         Ok(())

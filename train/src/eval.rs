@@ -126,6 +126,13 @@ pub fn loglikelihood(
     if prefix.is_empty() {
         prefix.push(eos);
     }
+    if target.len() > model.config.max_seq_len {
+        return Err(Error::Data(format!(
+            "the continuation is {} tokens, longer than the model's window of {} tokens",
+            target.len(),
+            model.config.max_seq_len
+        )));
+    }
     let mut all: Vec<i64> = prefix.iter().chain(&target).map(|&x| i64::from(x)).collect();
     let max = model.config.max_seq_len + 1;
     if all.len() > max {
@@ -150,12 +157,13 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
     let eos = crate::data::eos_id(tok)?;
     let (mut hits, mut hits_norm, mut has_norm) = (0usize, 0usize, false);
     let (mut ll_sum, mut ll_tokens, mut has_ppl) = (0.0, 0usize, false);
-    for item in items {
+    for (k, item) in items.iter().enumerate() {
+        let at = |e: Error| Error::Data(format!("task {task}, item {}: {e}", k + 1));
         match item {
             Item::Choice { context, choices, gold } => {
                 let lls = choices
                     .iter()
-                    .map(|c| Ok(loglikelihood(model, tok, eos, context, &format!(" {c}"))?.0))
+                    .map(|c| Ok(loglikelihood(model, tok, eos, context, &format!(" {c}")).map_err(at)?.0))
                     .collect::<Result<Vec<f64>>>()?;
                 let norm: Vec<f64> =
                     lls.iter().zip(choices).map(|(ll, c)| ll / c.chars().count().max(1) as f64).collect();
@@ -166,25 +174,25 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
             Item::Options { contexts, continuation, gold } => {
                 let lls = contexts
                     .iter()
-                    .map(|c| Ok(loglikelihood(model, tok, eos, c, &format!(" {continuation}"))?.0))
+                    .map(|c| Ok(loglikelihood(model, tok, eos, c, &format!(" {continuation}")).map_err(at)?.0))
                     .collect::<Result<Vec<f64>>>()?;
                 hits += usize::from(argmax(&lls) == *gold);
             }
             Item::Continuation { context, continuation } => {
-                let (ll, greedy) = loglikelihood(model, tok, eos, context, &format!(" {continuation}"))?;
+                let (ll, greedy) = loglikelihood(model, tok, eos, context, &format!(" {continuation}")).map_err(at)?;
                 hits += usize::from(greedy);
                 ll_sum += ll;
                 ll_tokens += 1;
                 has_ppl = true;
             }
             Item::Generate { context, answers } => {
-                let out = generate::greedy_until(model, tok, context, 32, &["\n", ".", ","])?;
+                let out = generate::greedy_until(model, tok, context, 32, &["\n", ".", ","]).map_err(at)?;
                 let got = normalize_answer(&out);
                 hits += usize::from(answers.iter().any(|a| normalize_answer(a) == got));
             }
             Item::Math { question, answer } => {
                 let prompt = format!("Question: {question}\nAnswer:");
-                let out = generate::greedy_until(model, tok, &prompt, 256, &["\n\n", "Question:"])?;
+                let out = generate::greedy_until(model, tok, &prompt, 256, &["\n\n", "Question:"]).map_err(at)?;
                 hits += usize::from(last_number(&out).as_deref() == Some(answer.as_str()));
             }
         }

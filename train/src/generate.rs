@@ -26,13 +26,20 @@ fn decode(tok: &Tokenizer, ids: &[i64]) -> Result<String> {
     tok.decode(&ids, true).map_err(|e| Error::Data(format!("decoding: {e}")))
 }
 
-/// Generates up to `max_new` tokens after `prompt`, stopping at the end-of-document token.
-pub fn generate(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize, sampling: Sampling) -> Result<String> {
-    let eos = i64::from(crate::data::eos_id(tok)?);
+/// The prompt's ids; an empty prompt starts from the end-of-document token (as a document
+/// boundary), as lm-evaluation-harness does for an empty context.
+fn prompt_ids(tok: &Tokenizer, prompt: &str, eos: i64) -> Result<Vec<i64>> {
     let mut ids = encode(tok, prompt)?;
     if ids.is_empty() {
         ids.push(eos);
     }
+    Ok(ids)
+}
+
+/// Generates up to `max_new` tokens after `prompt`, stopping at the end-of-document token.
+pub fn generate(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize, sampling: Sampling) -> Result<String> {
+    let eos = i64::from(crate::data::eos_id(tok)?);
+    let mut ids = prompt_ids(tok, prompt, eos)?;
     let start = ids.len();
     tch::manual_seed(sampling.seed as i64);
     for _ in 0..max_new {
@@ -48,7 +55,7 @@ pub fn generate(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize, sa
 /// Greedy continuation, cut at the first of `stops` (as generation-style tasks score it).
 pub fn greedy_until(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize, stops: &[&str]) -> Result<String> {
     let eos = i64::from(crate::data::eos_id(tok)?);
-    let mut ids = encode(tok, prompt)?;
+    let mut ids = prompt_ids(tok, prompt, eos)?;
     let start = ids.len();
     let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
     for _ in 0..max_new {

@@ -100,10 +100,9 @@ pub fn export(model: &Llama, tokenizer_path: &Path, out: &Path) -> Result<()> {
         }),
     )?;
     write_json("generation_config.json", &json!({"bos_token_id": bos, "eos_token_id": eos}))?;
-    let tmp = out.join(".model.safetensors.tmp");
-    checkpoint::save_weights(model, &tmp)?;
-    std::fs::rename(&tmp, out.join("model.safetensors")).map_err(|e| Error::io(out, e))?;
-    std::fs::copy(tokenizer_path, out.join("tokenizer.json")).map_err(|e| Error::io(tokenizer_path, e))?;
+    corpus::atomic::write_via(&out.join("model.safetensors"), |tmp| checkpoint::save_weights(model, tmp))?;
+    let tokenizer_bytes = std::fs::read(tokenizer_path).map_err(|e| Error::io(tokenizer_path, e))?;
+    corpus::atomic::write_file(&out.join("tokenizer.json"), &tokenizer_bytes)?;
     Ok(())
 }
 
@@ -118,10 +117,31 @@ pub fn read_hf_config(path: &Path) -> Result<ModelConfig> {
             "model_type {model_type:?} is not supported; mixforge reads llama, mistral and ministral models"
         )));
     }
-    let int =
-        |k: &str| v[k].as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("{k} is missing or not an integer")));
+    let int = |k: &str| {
+        v[k].as_u64()
+            .filter(|&x| x > 0 && x <= u32::MAX as u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| bad(format!("{k} is missing or not a positive integer (got {})", v[k])))
+    };
+    // Fields transformers always writes are required; a few have a documented class default
+    // (used when absent, and named in a warning so nothing is silently assumed).
+    let mut defaulted = Vec::new();
+    let mut optional_int = |k: &str, default: usize| -> Result<usize> {
+        if v[k].is_null() {
+            defaulted.push(format!("{k}={default}"));
+            return Ok(default);
+        }
+        int(k)
+    };
     let (d_model, n_heads) = (int("hidden_size")?, int("num_attention_heads")?);
     let n_layers = int("num_hidden_layers")?;
+    let n_kv_heads = optional_int("num_key_value_heads", n_heads)?;
+    let head_dim = optional_int("head_dim", d_model / n_heads)?;
+    let float = |k: &str| {
+        v[k].as_f64()
+            .filter(|x| *x > 0.0 && x.is_finite())
+            .ok_or_else(|| bad(format!("{k} is missing or not a positive number (got {})", v[k])))
+    };
     if v["attention_bias"].as_bool() == Some(true) || v["mlp_bias"].as_bool() == Some(true) {
         return Err(bad("biases are not supported (attention_bias / mlp_bias)".into()));
     }
@@ -132,8 +152,18 @@ pub fn read_hf_config(path: &Path) -> Result<ModelConfig> {
     {
         return Err(bad(format!("RoPE scaling {kind:?} is not supported (only default RoPE)")));
     }
-    let rope_theta = rope["rope_theta"].as_f64().or(v["rope_theta"].as_f64()).unwrap_or(10_000.0);
-    let window = v["sliding_window"].as_u64().map(|w| w as usize);
+    let rope_theta = match rope["rope_theta"].as_f64().or(v["rope_theta"].as_f64()) {
+        Some(theta) => theta,
+        None if rope.is_null() && v["rope_theta"].is_null() => {
+            defaulted.push("rope_theta=10000".into());
+            10_000.0
+        }
+        None => return Err(bad("rope_theta is not a number".into())),
+    };
+    let window = match &v["sliding_window"] {
+        Value::Null => None,
+        w => Some(w.as_u64().ok_or_else(|| bad(format!("sliding_window is not an integer (got {w})")))? as usize),
+    };
     let layer_types = match v["layer_types"].as_array() {
         Some(types) => types
             .iter()
@@ -149,21 +179,31 @@ pub fn read_hf_config(path: &Path) -> Result<ModelConfig> {
     if layer_types.len() != n_layers {
         return Err(bad(format!("layer_types has {} entries for {n_layers} layers", layer_types.len())));
     }
+    let tie_embeddings = match &v["tie_word_embeddings"] {
+        Value::Null => {
+            defaulted.push("tie_word_embeddings=false".into());
+            false
+        }
+        t => t.as_bool().ok_or_else(|| bad(format!("tie_word_embeddings is not a boolean (got {t})")))?,
+    };
     let config = ModelConfig {
         vocab_size: int("vocab_size")?,
         d_model,
         n_heads,
-        n_kv_heads: v["num_key_value_heads"].as_u64().map(|x| x as usize).unwrap_or(n_heads),
-        head_dim: v["head_dim"].as_u64().map(|x| x as usize).unwrap_or(d_model / n_heads),
+        n_kv_heads,
+        head_dim,
         ffn_dim: int("intermediate_size")?,
         layer_types,
         sliding_window: window.unwrap_or(0),
         rope_theta,
-        norm_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-6),
-        tie_embeddings: v["tie_word_embeddings"].as_bool().unwrap_or(false),
-        max_seq_len: v["max_position_embeddings"].as_u64().map(|x| x as usize).unwrap_or(4096),
+        norm_eps: float("rms_norm_eps")?,
+        tie_embeddings,
+        max_seq_len: int("max_position_embeddings")?,
     };
     config.validate().map_err(|e| bad(e.to_string()))?;
+    if !defaulted.is_empty() {
+        tracing::warn!(path = %path.display(), "absent from config.json, using the class defaults: {}", defaulted.join(", "));
+    }
     Ok(config)
 }
 

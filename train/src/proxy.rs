@@ -93,6 +93,8 @@ pub fn run(spec: &ProxySpec) -> Result<ProxyResult> {
         teacher: None,
         kd: KdConfig::default(),
         seed: spec.seed,
+        shards_ref: Default::default(),
+        teacher_ref: Default::default(),
     };
     let mut trainer = Trainer::new(config, None, Device::Cpu)?;
     let outcome = trainer.train(false)?;

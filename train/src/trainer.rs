@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::checkpoint::{self, State};
+use crate::checkpoint::{self, InputRef, State};
 use crate::config::ModelConfig;
 use crate::data::{Loader, LoaderConfig, Mixture};
 use crate::hf;
@@ -45,6 +45,12 @@ pub struct TrainConfig {
     pub kd: KdConfig,
     /// Seeds the initial weights (the loader has its own seed).
     pub seed: u64,
+    /// How a moved run finds its shards again (absent in checkpoints of older builds).
+    #[serde(default)]
+    pub shards_ref: InputRef,
+    /// How a moved run finds its teacher again.
+    #[serde(default)]
+    pub teacher_ref: InputRef,
 }
 
 impl TrainConfig {
@@ -80,7 +86,12 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run. With `run`, metrics and checkpoints go there.
-    pub fn new(config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+    pub fn new(mut config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+        if let Some(run) = run {
+            refuse_used_run(run)?;
+            config.shards_ref = InputRef::of(&config.shards, run);
+            config.teacher_ref = config.teacher.as_deref().map(|t| InputRef::of(t, run)).unwrap_or_default();
+        }
         let shards = Shards::open(&config.shards)?;
         if shards.manifest().vocab_size as usize > config.model.vocab_size {
             return Err(Error::Config(format!(
@@ -121,8 +132,28 @@ impl Trainer {
 
     /// Continues a run from its latest checkpoint, exactly where it stood.
     pub fn resume(run: &Path, device: Device) -> Result<Trainer> {
+        Trainer::resume_with(run, device, |_, _| Ok(()))
+    }
+
+    /// Like [`Trainer::resume`]; `adjust` sees the stored config and the step reached, and may
+    /// change what is safe to change (more steps, validation and checkpoint cadence, where the
+    /// inputs are now). The shards and teacher found must be the ones the run started with.
+    pub fn resume_with(
+        run: &Path,
+        device: Device,
+        adjust: impl FnOnce(&mut TrainConfig, u64) -> Result<()>,
+    ) -> Result<Trainer> {
         let dir = checkpoint::resolve(run)?;
-        let state = checkpoint::read_state(&dir)?;
+        let mut state = checkpoint::read_state(&dir)?;
+        adjust(&mut state.config, state.step)?;
+        let c = &mut state.config;
+        c.shards = checkpoint::locate(run, &c.shards, &c.shards_ref, "shards")?;
+        c.shards_ref.relative = checkpoint::relative_to(&c.shards, run);
+        if let Some(teacher) = &c.teacher {
+            let found = checkpoint::locate(run, teacher, &c.teacher_ref, "teacher")?;
+            c.teacher_ref.relative = checkpoint::relative_to(&found, run);
+            c.teacher = Some(found);
+        }
         let mut trainer = Trainer::new_without_metrics(state.config.clone(), run, device)?;
         let weights = dir.join("model.safetensors");
         trainer.model.params.load(&checkpoint::read_tensors(&weights)?, &weights.display().to_string())?;
@@ -163,24 +194,22 @@ impl Trainer {
                 return Err(Error::Data(format!("loss became {loss} at step {}; lower the learning rate", self.step)));
             }
             let tps = tokens as f64 / elapsed.max(1e-9);
-            if let Some(w) = metrics.as_mut() {
-                let line = serde_json::json!({"step": self.step, "lr": lr, "loss": loss, "grad_norm": grad_norm,
-                    "tokens": self.tokens_seen, "tokens_per_s": tps});
-                writeln!(w, "{line}").map_err(|e| Error::io(Path::new("metrics.jsonl"), e))?;
-            }
+            // A step's lines reach the file in one append, so a killed run leaves no torn line.
+            let mut lines = format!(
+                "{}\n",
+                serde_json::json!({"step": self.step, "lr": lr, "loss": loss, "grad_norm": grad_norm,
+                    "tokens": self.tokens_seen, "tokens_per_s": tps})
+            );
             bar.set_position(self.step);
             bar.set_message(format!("loss {loss:.3} · {tps:.0} tok/s"));
             let last = self.step == total;
             let every = |n: u64| n > 0 && self.step.is_multiple_of(n);
             if last || every(self.config.eval_every) {
                 val_loss = self.validate();
-                if let Some(w) = metrics.as_mut() {
-                    let line = serde_json::json!({"step": self.step, "val_loss": val_loss});
-                    writeln!(w, "{line}").map_err(|e| Error::io(Path::new("metrics.jsonl"), e))?;
-                }
+                lines.push_str(&format!("{}\n", serde_json::json!({"step": self.step, "val_loss": val_loss})));
             }
-            if let Some(w) = metrics.as_mut() {
-                w.flush().map_err(|e| Error::io(Path::new("metrics.jsonl"), e))?;
+            if let Some((path, file)) = metrics.as_mut() {
+                file.write_all(lines.as_bytes()).map_err(|e| Error::io(path, e))?;
             }
             if self.run.is_some() && (last || every(self.config.checkpoint_every)) {
                 self.save()?;
@@ -238,12 +267,25 @@ impl Trainer {
         Ok(dir)
     }
 
-    fn metrics_writer(&self) -> Result<Option<std::io::BufWriter<std::fs::File>>> {
+    fn metrics_writer(&self) -> Result<Option<(PathBuf, std::fs::File)>> {
         let Some(run) = &self.run else { return Ok(None) };
         let path = run.join("metrics.jsonl");
         let file =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Some(std::io::BufWriter::new(file)))
+        Ok(Some((path, file)))
+    }
+}
+
+/// A fresh run must not write into another run's directory: its metrics and checkpoints would
+/// mix with the old ones.
+fn refuse_used_run(run: &Path) -> Result<()> {
+    let used = ["metrics.jsonl", "checkpoints"].iter().find(|name| run.join(name).exists());
+    match used {
+        Some(name) => Err(Error::Config(format!(
+            "{} already holds a training run ({name}); pass --resume to continue it, or choose a new --out",
+            run.display()
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -160,6 +160,39 @@ mod tests {
         assert!((fineweb.candidate_probability(0.8) - 0.92).abs() < 0.01);
     }
 
+    /// The invariant "the AVX-512 path equals the portable one": both loops over real
+    /// shingles (the shared corpus, when present) and edge values, for permutation counts that
+    /// fill vector lanes exactly and not.
+    #[test]
+    fn avx512_signatures_equal_the_portable_loop() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq")) {
+                eprintln!("this CPU has no AVX-512: only the portable loop runs here");
+                return;
+            }
+            let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/corpus");
+            let mut sets: Vec<Vec<u64>> = vec![vec![], vec![0, u64::MAX, 1 << 63], (0..1000).collect()];
+            for domain in ["web", "code"] {
+                for entry in std::fs::read_dir(corpus.join(domain)).into_iter().flatten().flatten() {
+                    let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                    sets.extend(text.lines().take(50).map(|l| crate::dedup::shingles::shingle_set(l, 5)));
+                }
+            }
+            assert!(sets.len() > 50, "real shingles from {}", corpus.display());
+            for num_perm in [1, 7, 8, 128, 129] {
+                let hasher = MinHasher::new(num_perm, 42);
+                for set in &sets {
+                    let (mut fast, mut portable) = (vec![u64::MAX; num_perm], vec![u64::MAX; num_perm]);
+                    // SAFETY: the CPU supports both features, checked above.
+                    unsafe { signature_avx512(&hasher.a, &hasher.b, set, &mut fast) };
+                    signature_portable(&hasher.a, &hasher.b, set, &mut portable);
+                    assert_eq!(fast, portable, "{num_perm} permutations, {} shingles", set.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn identical_sets_have_identical_signatures() {
         let hasher = MinHasher::new(64, 7);

@@ -19,16 +19,23 @@ impl Shards {
     pub fn open(dir: &Path) -> Result<Shards> {
         let path = dir.join("manifest.json");
         let bytes = std::fs::read(&path).at(&path)?;
-        let manifest: ShardManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt { path: path.clone(), reason: format!("invalid manifest: {e}") })?;
-        if manifest.format_version != SHARDS_FORMAT_VERSION {
+        let invalid =
+            |e: serde_json::Error| Error::Corrupt { path: path.clone(), reason: format!("invalid manifest: {e}") };
+        // The version first: a newer layout is refused by its version, not by a missing field.
+        #[derive(serde::Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(&bytes).map_err(invalid)?;
+        if version.format_version != SHARDS_FORMAT_VERSION {
             return Err(Error::Corrupt {
                 path,
-                reason: format!(
-                    "format_version {} (this build reads {SHARDS_FORMAT_VERSION})",
-                    manifest.format_version
-                ),
+                reason: format!("format_version {} (this build reads {SHARDS_FORMAT_VERSION})", version.format_version),
             });
+        }
+        let manifest: ShardManifest = serde_json::from_slice(&bytes).map_err(invalid)?;
+        if let Some(reason) = manifest.domains.keys().find_map(|d| crate::config::check_domain_name(d).err()) {
+            return Err(Error::Corrupt { path, reason });
         }
         Ok(Shards { dir: dir.to_path_buf(), manifest })
     }
@@ -45,7 +52,7 @@ impl Shards {
 
     /// Opens one shard of a domain.
     pub fn open_shard(&self, domain: &str, entry: &ShardEntry) -> Result<Shard> {
-        let dir = self.dir.join(crate::kept::file_stem(domain));
+        let dir = self.dir.join(domain);
         Shard::open(&dir.join(&entry.tokens_file), &dir.join(&entry.index_file), self.manifest.dtype)
     }
 
@@ -127,18 +134,37 @@ impl Shard {
         let corrupt = |reason: String| Error::Corrupt { path: index_path.to_path_buf(), reason };
         let words: Vec<u64> =
             index.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-        let n = *words.first().ok_or_else(|| corrupt("empty index".into()))? as usize;
-        if words.len() != 1 + n + n + 1 || index.len() % 8 != 0 {
+        let n = *words.first().ok_or_else(|| corrupt("empty index".into()))?;
+        if !index.len().is_multiple_of(8) || (words.len() as u64 - 1) / 2 != n || !words.len().is_multiple_of(2) {
             return Err(corrupt(format!("index of {} bytes does not hold {n} documents", index.len())));
         }
+        let n = n as usize;
         let ids = words[1..1 + n].to_vec();
         let offsets = words[1 + n..].to_vec();
+        if offsets[0] != 0 {
+            return Err(corrupt(format!("the first token offset is {}, not 0", offsets[0])));
+        }
+        if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+            return Err(corrupt(format!(
+                "token offsets decrease at document {i} ({} → {})",
+                offsets[i],
+                offsets[i + 1]
+            )));
+        }
+        if let Some(i) = ids.windows(2).position(|w| w[1] <= w[0]) {
+            return Err(corrupt(format!(
+                "document ids do not increase at position {} ({} → {})",
+                i + 1,
+                ids[i],
+                ids[i + 1]
+            )));
+        }
         let tokens = map_file(tokens_path)?;
-        let expected = offsets[n] as usize * dtype.width();
-        if tokens.bytes().len() != expected {
+        let expected = offsets[n].checked_mul(dtype.width() as u64);
+        if expected != Some(tokens.bytes().len() as u64) {
             return Err(Error::Corrupt {
                 path: tokens_path.to_path_buf(),
-                reason: format!("{} bytes, index expects {expected}", tokens.bytes().len()),
+                reason: format!("{} bytes, the index expects {} tokens", tokens.bytes().len(), offsets[n]),
             });
         }
         Ok(Shard { tokens, ids, offsets, dtype })

@@ -4,9 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::UInt64Type;
-use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -53,7 +50,25 @@ pub struct ShardConfig {
 struct ChunkMarker {
     format_version: u32,
     tokenizer_hash: String,
+    /// xxh3-128 of the chunk's documents (ids and texts) and of every setting that decides its
+    /// shards (split fraction and seed, chunk size, token width): a rerun on another corpus or
+    /// with other settings never reuses the chunk.
+    input_key: String,
     shards: Vec<ShardEntry>,
+}
+
+fn chunk_key(config: &ShardConfig, dtype: Dtype, ids: &[u64], texts: &[String]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(config.chunk_docs as u64).to_le_bytes());
+    h.update(&config.val_fraction.to_bits().to_le_bytes());
+    h.update(&config.split_seed.to_le_bytes());
+    h.update(&(dtype.width() as u64).to_le_bytes());
+    for (id, text) in ids.iter().zip(texts) {
+        h.update(&id.to_le_bytes());
+        h.update(&(text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    format!("{:032x}", h.digest128())
 }
 
 /// Tokenizes every kept document into shards under `config.out`; returns the manifest.
@@ -73,9 +88,10 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
     let tokenizer_hash = tokenize::fingerprint(&tokenizer)?;
     let vocab_size = tokenizer.get_vocab_size(true);
     let dtype = Dtype::for_vocab(vocab_size);
+    remove_stale_domains(&config.out, &kept)?;
     let mut domains = BTreeMap::new();
     for (domain, path) in &kept {
-        let dir = config.out.join(crate::kept::file_stem(domain));
+        let dir = config.out.join(domain);
         std::fs::create_dir_all(&dir).at(&dir)?;
         remove_stale_temp_files(&dir)?;
         let shards = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, progress)?;
@@ -100,8 +116,8 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
     Ok(manifest)
 }
 
-/// `kept/<domain>.parquet` files of a run, by domain (read from the files' `domain` column
-/// name via the file stem).
+/// `kept/<domain>.parquet` files of a run, by domain (the file stem, which must be a valid
+/// domain name).
 fn kept_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
     let dir = input.join("kept");
     let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
@@ -116,6 +132,8 @@ fn kept_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
         let path = entry.at(&dir)?.path();
         if path.extension().is_some_and(|e| e == "parquet") {
             let domain = path.file_stem().expect("has a name").to_string_lossy().into_owned();
+            crate::config::check_domain_name(&domain)
+                .map_err(|reason| Error::Corrupt { path: path.clone(), reason: format!("file name: {reason}") })?;
             files.push((domain, path));
         }
     }
@@ -126,26 +144,36 @@ fn kept_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(files)
 }
 
-/// Reads `(doc_id, text)` batches of at most `batch` documents from a kept file.
+/// Reads `(doc_id, text)` batches of at most `batch` documents from a kept file; ids must
+/// increase (the shard index is searched by id).
 fn read_kept(path: &Path, batch: usize, mut f: impl FnMut(Vec<u64>, Vec<String>) -> Result<()>) -> Result<()> {
-    let parquet_err = |source| Error::Parquet { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).at(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_err)?
-        .with_batch_size(batch)
-        .build()
-        .map_err(parquet_err)?;
-    for record_batch in reader {
-        let record_batch: RecordBatch = record_batch.map_err(|e| parquet_err(e.into()))?;
-        let corrupt = |what: &str| Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("kept file without a {what} column"),
-        };
-        let ids = record_batch.column_by_name("doc_id").ok_or_else(|| corrupt("doc_id"))?.as_primitive::<UInt64Type>();
-        let texts = record_batch.column_by_name("text").ok_or_else(|| corrupt("text"))?.as_string::<i64>();
-        f(ids.values().to_vec(), (0..texts.len()).map(|i| texts.value(i).to_string()).collect())?;
-    }
-    Ok(())
+    let mut last: Option<u64> = None;
+    let mut row = 0u64;
+    crate::kept::read(path, batch, |b| {
+        for &id in &b.ids {
+            if last.is_some_and(|l| id <= l) {
+                return Err(Error::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "doc_id {id} at row {row} does not increase (previous {}); sort by doc_id",
+                        last.unwrap()
+                    ),
+                });
+            }
+            last = Some(id);
+            row += 1;
+        }
+        f(b.ids, b.texts)
+    })
+}
+
+/// What the trained tokenizer was made from; a rerun reuses `tokenizer.json` only when this
+/// matches (same sample, same vocabulary size).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct TrainedTokenizerKey {
+    vocab_size: usize,
+    sample_docs_per_domain: usize,
+    sample_xxh3: String,
 }
 
 fn obtain_tokenizer(config: &ShardConfig, kept: &[(String, PathBuf)]) -> Result<Tokenizer> {
@@ -153,14 +181,6 @@ fn obtain_tokenizer(config: &ShardConfig, kept: &[(String, PathBuf)]) -> Result<
     let tokenizer = match &config.tokenizer {
         TokenizerChoice::File(path) => tokenize::load(path)?,
         TokenizerChoice::Train { vocab_size, sample_docs_per_domain } => {
-            // A resumed run reuses the tokenizer it trained, so finished chunks stay valid.
-            if target.is_file() {
-                let existing = tokenize::load(&target)?;
-                if existing.get_vocab_size(true) == *vocab_size {
-                    tracing::info!(path = %target.display(), "reusing the tokenizer trained by an earlier run");
-                    return Ok(existing);
-                }
-            }
             let mut sample = Vec::new();
             for (_, path) in kept {
                 let mut taken = 0;
@@ -172,13 +192,42 @@ fn obtain_tokenizer(config: &ShardConfig, kept: &[(String, PathBuf)]) -> Result<
                     Ok(())
                 })?;
             }
-            tokenize::train_bpe(&sample, *vocab_size)?
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            for text in &sample {
+                hasher.update(&(text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+            }
+            let key = TrainedTokenizerKey {
+                vocab_size: *vocab_size,
+                sample_docs_per_domain: *sample_docs_per_domain,
+                sample_xxh3: format!("{:032x}", hasher.digest128()),
+            };
+            // A resumed run reuses the tokenizer it trained from the same sample, so finished
+            // chunks stay valid; any other corpus or size trains a new one.
+            let key_path = config.out.join("tokenizer-key.json");
+            let recorded: Option<TrainedTokenizerKey> =
+                std::fs::read(&key_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if recorded.as_ref() == Some(&key) && target.is_file() {
+                tracing::info!(path = %target.display(), "reusing the tokenizer trained from the same sample");
+                return tokenize::load(&target);
+            }
+            let _ = std::fs::remove_file(&key_path);
+            let tokenizer = tokenize::train_bpe(&sample, *vocab_size)?;
+            write_tokenizer(&tokenizer, &target)?;
+            atomic::write_json(&key_path, &key)?;
+            return Ok(tokenizer);
         }
     };
-    let json =
-        tokenizer.to_string(true).map_err(|e| Error::Tokenizer { path: target.clone(), message: e.to_string() })?;
-    atomic::write_file(&target, json.as_bytes())?;
+    let _ = std::fs::remove_file(config.out.join("tokenizer-key.json"));
+    write_tokenizer(&tokenizer, &target)?;
     Ok(tokenizer)
+}
+
+fn write_tokenizer(tokenizer: &Tokenizer, target: &Path) -> Result<()> {
+    let json = tokenizer
+        .to_string(true)
+        .map_err(|e| Error::Tokenizer { path: target.to_path_buf(), message: e.to_string() })?;
+    atomic::write_file(target, json.as_bytes())
 }
 
 /// Temporary files of a killed run are never valid shards; remove them.
@@ -213,7 +262,8 @@ fn write_domain(
     let mut done = 0u64;
     read_kept(kept, config.chunk_docs, |ids, texts| {
         let marker_path = dir.join(format!("chunk-{chunk:05}.json"));
-        let entries = match read_marker(&marker_path, tokenizer_hash, dir) {
+        let input_key = chunk_key(config, dtype, &ids, &texts);
+        let entries = match read_marker(&marker_path, tokenizer_hash, &input_key, dir) {
             Some(entries) => entries,
             None => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -232,6 +282,7 @@ fn write_domain(
                 let marker = ChunkMarker {
                     format_version: SHARDS_FORMAT_VERSION,
                     tokenizer_hash: tokenizer_hash.to_string(),
+                    input_key,
                     shards: entries,
                 };
                 atomic::write_json(&marker_path, &marker)?;
@@ -250,8 +301,41 @@ fn write_domain(
         progress.set(done);
         Ok(())
     })?;
+    remove_chunks_from(dir, chunk)?;
     progress.end();
     Ok(shards)
+}
+
+/// Removes the files of chunks numbered `first` and above: left by an earlier run over more
+/// documents, they belong to no manifest.
+fn remove_chunks_from(dir: &Path, first: u32) -> Result<()> {
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let number = ["chunk-", "train-", "val-"]
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<u32>().ok());
+        if number.is_some_and(|n| n >= first) {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes domain directories of an earlier run whose domain this run no longer has (only
+/// directories holding chunk markers: shard directories this command wrote).
+fn remove_stale_domains(out: &Path, domains: &[(String, PathBuf)]) -> Result<()> {
+    for entry in std::fs::read_dir(out).at(out)? {
+        let path = entry.at(out)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let ours = path.join("chunk-00000.json").is_file();
+        if path.is_dir() && ours && !domains.iter().any(|(d, _)| *d == name) {
+            std::fs::remove_dir_all(&path).at(&path)?;
+        }
+    }
+    Ok(())
 }
 
 fn parquet_rows(path: &Path) -> Result<u64> {
@@ -263,9 +347,12 @@ fn parquet_rows(path: &Path) -> Result<u64> {
 
 /// A chunk marker's entries when it exists, names this tokenizer and its files still hash
 /// to what it recorded.
-fn read_marker(path: &Path, tokenizer_hash: &str, dir: &Path) -> Option<Vec<ShardEntry>> {
+fn read_marker(path: &Path, tokenizer_hash: &str, input_key: &str, dir: &Path) -> Option<Vec<ShardEntry>> {
     let marker: ChunkMarker = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    if marker.format_version != SHARDS_FORMAT_VERSION || marker.tokenizer_hash != tokenizer_hash {
+    if marker.format_version != SHARDS_FORMAT_VERSION
+        || marker.tokenizer_hash != tokenizer_hash
+        || marker.input_key != input_key
+    {
         return None;
     }
     let intact = marker.shards.iter().all(|e| {
@@ -291,10 +378,20 @@ pub fn write_shard(dir: &Path, split: Split, chunk: u32, docs: &[(u64, &[u32])],
     docs.iter().for_each(|(id, _)| index.extend_from_slice(&id.to_le_bytes()));
     let mut offset = 0u64;
     index.extend_from_slice(&offset.to_le_bytes());
-    for (_, doc) in docs {
+    for (id, doc) in docs {
         for &t in *doc {
             match dtype {
-                Dtype::U16 => tokens.extend_from_slice(&(t as u16).to_le_bytes()),
+                Dtype::U16 => {
+                    let narrow = u16::try_from(t).map_err(|_| Error::Tokenizer {
+                        path: dir.to_path_buf(),
+                        message: format!(
+                            "token id {t} in document {} does not fit u16 shards; the tokenizer's \
+                             vocabulary size understates its largest id",
+                            crate::ids::DocId::from_raw(*id)
+                        ),
+                    })?;
+                    tokens.extend_from_slice(&narrow.to_le_bytes());
+                }
                 Dtype::U32 => tokens.extend_from_slice(&t.to_le_bytes()),
             }
         }
