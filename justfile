@@ -17,6 +17,10 @@ test:
 bench-corpus:
     bash bench/corpus.sh
 
+# Fuzz every reader of user input: CPU-seconds per target (default 30 CPU-minutes), two at a time.
+fuzz SECONDS="1800" *TARGETS:
+    scripts/fuzz {{SECONDS}} {{TARGETS}}
+
 # Lints: rustfmt and clippy with warnings as errors.
 lint:
     cargo fmt --all --check
