@@ -104,6 +104,28 @@ fn version_1_training_and_simulator_artifacts_are_read() {
         "3",
     ]);
     assert!(v1.join("train-run/checkpoints/step-00000003").is_dir());
+    // A checkpoint from before inputs were fingerprinted (no shards_ref) resumes on the shards
+    // the user names.
+    let state = v1.join("train-run/checkpoints/step-00000003/state.json");
+    let mut old = json(&state);
+    old["config"].as_object_mut().unwrap().remove("shards_ref");
+    old["config"].as_object_mut().unwrap().remove("teacher_ref");
+    std::fs::write(&state, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        "--model",
+        s(&v1.join("micro.toml")),
+        "--shards",
+        s(&v1.join("corpus-run/shards")),
+        "--out",
+        s(&v1.join("train-run")),
+        "--resume",
+        "--steps",
+        "4",
+    ]);
+    assert!(v1.join("train-run/checkpoints/step-00000004").is_dir());
     // The export loads as a Hugging Face directory.
     let hf = train::hf::load_any(&v1.join("hf"), tch::Device::Cpu, false).unwrap();
     assert_eq!(hf.model.config.vocab_size, 300);

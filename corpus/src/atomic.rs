@@ -128,8 +128,9 @@ impl AtomicDir {
         std::fs::rename(&self.temp, &self.target).at(&self.target)?;
         self.committed = true;
         sync_parent(&self.target)?;
-        if replaced {
-            std::fs::remove_dir_all(&old).at(&old)?;
+        // The new directory is in place; an old copy that cannot be removed is only clutter.
+        if replaced && let Err(e) = std::fs::remove_dir_all(&old) {
+            tracing::warn!(path = %old.display(), "could not remove the replaced directory: {e}");
         }
         Ok(())
     }

@@ -362,7 +362,7 @@ impl PipelineConfig {
 
 /// A domain name is used as a file and directory name in every artifact (`kept/<domain>.parquet`,
 /// `shards/<domain>/`), so it must be one unchanged: letters, digits, `-`, `_`, `.`, not
-/// starting with `.`; and not `all`, the summary's total row.
+/// starting with `.`; and not `all`, `stream` or `*.json`, names the artifacts already use.
 pub fn check_domain_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("a domain name must not be empty".into());
@@ -372,8 +372,11 @@ pub fn check_domain_name(name: &str) -> std::result::Result<(), String> {
             "domain `{name}` is not a file-safe name (letters, digits, `-`, `_`, `.`; not starting with `.`)"
         ));
     }
-    if name == "all" {
-        return Err("`all` names the summary's total row; choose another domain name".into());
+    if name == "all" || name == "stream" || name.ends_with(".json") {
+        return Err(format!(
+            "`{name}` is reserved (`all`: the summary's total row; `stream` and `*.json`: files beside the \
+             domains in shard directories); choose another domain name"
+        ));
     }
     Ok(())
 }

@@ -115,9 +115,19 @@ struct Run<'a> {
     progress: &'a dyn Progress,
 }
 
+/// Whether `dir` holds nothing but the temporary files of a killed run (names starting with `.`).
+fn only_temporary_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .is_ok_and(|entries| entries.flatten().all(|e| e.file_name().to_string_lossy().starts_with('.')))
+}
+
 /// Runs the configured stages and writes every output into `config.out`.
 pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport> {
     config.validate()?;
+    // A run rewrites its outputs (and cleans `kept/`): only in a directory of its own.
+    atomic::check_replaceable(&config.out, "corpus run directory (no manifest.json or kept/)", |d| {
+        d.join("manifest.json").is_file() || d.join("kept").is_dir() || only_temporary_files(d)
+    })?;
     std::fs::create_dir_all(&config.out).at(&config.out)?;
     let mut domains: Vec<String> = Vec::new();
     let source_domain = config

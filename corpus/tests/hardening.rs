@@ -105,6 +105,29 @@ fn reruns_never_reuse_outputs_of_another_corpus() {
     assert_eq!(markers as u64, kept.div_ceil(7), "{kept} documents in chunks of 7");
 }
 
+/// With a tokenizer the user brings (the same on every rerun), a chunk whose documents changed
+/// is rebuilt, not trusted because its marker names the same tokenizer.
+#[test]
+fn chunks_are_rebuilt_when_their_documents_change() {
+    let dir = scratch("chunk-key");
+    let run = dir.join("run");
+    let tokenizer = TokenizerChoice::File(shared_data().join("tokenizers/gpt-neo-test-tokenizer.json"));
+    let shard_config = |out: &Path| ShardConfig {
+        input: run.clone(),
+        out: out.to_path_buf(),
+        tokenizer: tokenizer.clone(),
+        val_fraction: 0.1,
+        split_seed: 0,
+        chunk_docs: 8,
+    };
+    pipeline::run(&config(vec![source("code", "code/*.jsonl")], &run), &Silent).unwrap();
+    shards::write(&shard_config(&dir.join("shards")), &Silent).unwrap();
+    pipeline::run(&config(vec![source("code", "web/*.jsonl")], &run), &Silent).unwrap();
+    let rerun = shards::write(&shard_config(&dir.join("shards")), &Silent).unwrap();
+    let fresh = shards::write(&shard_config(&dir.join("fresh")), &Silent).unwrap();
+    assert_eq!(rerun.domains, fresh.domains);
+}
+
 fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     let schema = Arc::new(Schema::new(
         columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
@@ -168,8 +191,8 @@ fn users_kept_files_of_other_arrow_types_work_or_fail_clearly() {
     assert!(err.contains("does not increase"), "{err}");
 }
 
-/// An index whose offsets decrease, ids out of order or sizes that disagree is refused with
-/// the file named; token ids past u16 are refused when writing.
+/// An index whose offsets decrease (reading it sliced out of bounds) or whose sizes disagree is
+/// refused with the file named; token ids past u16 are refused when writing.
 #[test]
 fn malformed_shard_files_are_errors() {
     let dir = scratch("bad-idx");
@@ -177,9 +200,9 @@ fn malformed_shard_files_are_errors() {
     let (bin, idx) = (dir.join(&entry.tokens_file), dir.join(&entry.index_file));
     assert_eq!(shards::Shard::open(&bin, &idx, Dtype::U16).unwrap().doc(1).to_vec(), [8]);
     let words = |w: &[u64]| w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let cases: [(&[u64], &str); 4] = [
-        (&[2, 1, 2, 0, 3, 1], "decrease"),
-        (&[2, 2, 1, 0, 3, 4], "do not increase"),
+    // Sizes agree with the tokens file (4 tokens) in each, so only the new checks refuse them.
+    let cases: [(&[u64], &str); 3] = [
+        (&[2, 1, 2, 0, 5, 4], "decrease"),
         (&[2, 1, 2, 1, 3, 4], "not 0"),
         (&[u64::MAX, 1, 2, 0, 3, 4], "does not hold"),
     ];
@@ -197,15 +220,20 @@ fn malformed_shard_files_are_errors() {
 #[test]
 fn unsafe_domain_names_are_refused() {
     let dir = scratch("domain-names");
-    for bad in ["my web", "../up", ".hidden", "all", "a/b"] {
+    for bad in ["my web", "../up", ".hidden", "all", "a/b", "stream", "x.json"] {
         let err = pipeline::run(&config(vec![source(bad, "web/*.jsonl")], &dir), &Silent).unwrap_err().to_string();
         assert!(err.contains("sources[0].domain"), "{bad}: {err}");
     }
     assert!(corpus::config::check_domain_name("web-2.en_US").is_ok());
 }
 
+fn config_for(out: &Path) -> corpus::config::PipelineConfig {
+    config(vec![source("web", "web/*.jsonl")], out)
+}
+
 /// The search index replaces only an index: pointed at a corpus run, it refuses and the run
-/// is intact; an earlier index is replaced whole.
+/// is intact; an earlier index is replaced whole. Shards and corpus runs refuse directories
+/// that are not theirs.
 #[test]
 fn the_index_never_replaces_what_is_not_an_index() {
     let dir = scratch("index-out");
@@ -213,12 +241,29 @@ fn the_index_never_replaces_what_is_not_an_index() {
     pipeline::run(&config(vec![source("web", "web/*.jsonl")], &run), &Silent).unwrap();
     let err = corpus::search::build_index(&run, &run, &Silent).unwrap_err().to_string();
     assert!(err.contains("refusing to replace"), "{err}");
+    // Nor do the shards or a corpus run write into (and clean) a directory not theirs.
+    let config = ShardConfig {
+        input: run.clone(),
+        out: run.join("kept"),
+        tokenizer: TokenizerChoice::Train { vocab_size: 300, sample_docs_per_domain: 10 },
+        val_fraction: 0.1,
+        split_seed: 0,
+        chunk_docs: 10,
+    };
+    let err = shards::write(&config, &Silent).unwrap_err().to_string();
+    assert!(err.contains("refusing to replace"), "{err}");
+    let theirs = dir.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("notes.txt"), "mine").unwrap();
+    let err = pipeline::run(&config_for(&theirs), &Silent).unwrap_err().to_string();
+    assert!(err.contains("refusing to replace"), "{err}");
+    assert_eq!(std::fs::read_to_string(theirs.join("notes.txt")).unwrap(), "mine");
     assert!(run.join("kept/web.parquet").is_file() && run.join("manifest.json").is_file());
     let index = dir.join("index");
     assert_eq!(corpus::search::build_index(&run, &index, &Silent).unwrap(), 20);
     assert_eq!(corpus::search::build_index(&run, &index, &Silent).unwrap(), 20);
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 2, "no temporary directory left: {leftovers:?}");
+    assert_eq!(leftovers.len(), 3, "no temporary directory left: {leftovers:?}");
 }
 
 /// One atomic writer: a directory appears whole or not at all; a file written through a path

@@ -271,7 +271,11 @@ fn outcome<T, E: std::fmt::Display>(r: &std::result::Result<T, E>) -> String {
     match r {
         Ok(_) => "ok".into(),
         // The message's shape without numbers or paths: new shapes are new behaviour.
-        Err(e) => e.to_string().chars().filter(|c| c.is_alphabetic() || *c == ' ').take(48).collect(),
+        Err(e) => {
+            let words: Vec<String> =
+                e.to_string().split_whitespace().filter(|w| !w.contains('/')).map(String::from).collect();
+            words.join(" ").chars().filter(|c| c.is_alphabetic() || *c == ' ').take(48).collect()
+        }
     }
 }
 
@@ -291,7 +295,8 @@ fn pipeline(ctx: &Ctx, name: &str, input: &[u8], source: impl FnOnce(SourceConfi
     match corpus::pipeline::run(&config, &Silent) {
         Ok(report) => {
             let totals = &report.manifest.accounting.totals;
-            anyhow::ensure!(report.manifest.accounting.balances(), "accounting does not balance");
+            // A broken invariant is a finding, like a panic.
+            assert!(report.manifest.accounting.balances(), "accounting does not balance");
             // The outcome's shape: which reasons fired (and whether anything was kept), so
             // inputs that reach new rules, rejects or dedup paths join the pool.
             let reasons = [&totals.rejected, &totals.dropped, &totals.filter_flagged, &totals.contaminated];

@@ -130,9 +130,17 @@ fn adjust_resumed(args: &TrainArgs, given: &[String], stored: &mut TrainConfig, 
                     "shards" => (Some(wanted.shards.clone()), &stored.shards_ref),
                     _ => (wanted.teacher.clone(), &stored.teacher_ref),
                 };
-                let same = match &new {
-                    Some(path) => old_ref.xxh3.is_some() && checkpoint::fingerprint(path) == old_ref.xxh3,
-                    None => false,
+                let same = match (&new, &old_ref.xxh3) {
+                    (Some(path), Some(recorded)) => checkpoint::fingerprint(path).as_ref() == Some(recorded),
+                    // A checkpoint written before inputs were fingerprinted: the user's word.
+                    (Some(path), None) => {
+                        eprintln!(
+                            "note: this run's checkpoint predates input fingerprints; trusting {flag} {}",
+                            path.display()
+                        );
+                        true
+                    }
+                    (None, _) => false,
                 };
                 if !same {
                     bail!(

@@ -279,7 +279,8 @@ impl Trainer {
 /// A fresh run must not write into another run's directory: its metrics and checkpoints would
 /// mix with the old ones.
 fn refuse_used_run(run: &Path) -> Result<()> {
-    let used = ["metrics.jsonl", "checkpoints"].iter().find(|name| run.join(name).exists());
+    // A `checkpoints/` holding only a killed save's temporary directory is not a run yet.
+    let used = ["metrics.jsonl", "checkpoints/latest"].iter().find(|name| run.join(name).exists());
     match used {
         Some(name) => Err(Error::Config(format!(
             "{} already holds a training run ({name}); pass --resume to continue it, or choose a new --out",

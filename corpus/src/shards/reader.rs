@@ -151,14 +151,6 @@ impl Shard {
                 offsets[i + 1]
             )));
         }
-        if let Some(i) = ids.windows(2).position(|w| w[1] <= w[0]) {
-            return Err(corrupt(format!(
-                "document ids do not increase at position {} ({} → {})",
-                i + 1,
-                ids[i],
-                ids[i + 1]
-            )));
-        }
         let tokens = map_file(tokens_path)?;
         let expected = offsets[n].checked_mul(dtype.width() as u64);
         if expected != Some(tokens.bytes().len() as u64) {

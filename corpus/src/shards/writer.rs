@@ -83,6 +83,10 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
         return Err(Error::Config { field: "chunk_docs".into(), reason: "must be at least 1".into() });
     }
     let kept = kept_files(&config.input)?;
+    // A rerun resumes or rewrites shards; it never writes into (or cleans) another directory.
+    atomic::check_replaceable(&config.out, "shard directory (no manifest.json or tokenizer.json)", |d| {
+        d.join("manifest.json").is_file() || d.join("tokenizer.json").is_file()
+    })?;
     std::fs::create_dir_all(&config.out).at(&config.out)?;
     let tokenizer = obtain_tokenizer(config, &kept)?;
     let tokenizer_hash = tokenize::fingerprint(&tokenizer)?;
@@ -312,16 +316,23 @@ fn remove_chunks_from(dir: &Path, first: u32) -> Result<()> {
     for entry in std::fs::read_dir(dir).at(dir)? {
         let path = entry.at(dir)?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let number = ["chunk-", "train-", "val-"]
-            .iter()
-            .find_map(|prefix| name.strip_prefix(prefix))
-            .and_then(|rest| rest.split('.').next())
-            .and_then(|n| n.parse::<u32>().ok());
-        if number.is_some_and(|n| n >= first) {
+        if chunk_number(&name).is_some_and(|n| n >= first) {
             std::fs::remove_file(&path).at(&path)?;
         }
     }
     Ok(())
+}
+
+/// The chunk of a file this writer names (`chunk-NNNNN.json`, `train-NNNNN.bin`, `val-NNNNN.idx`,
+/// …); `None` for any other name, which is never touched.
+fn chunk_number(name: &str) -> Option<u32> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let digits = match ext {
+        "json" => stem.strip_prefix("chunk-")?,
+        "bin" | "idx" => stem.strip_prefix("train-").or_else(|| stem.strip_prefix("val-"))?,
+        _ => return None,
+    };
+    (digits.len() == 5 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok())?
 }
 
 /// Removes domain directories of an earlier run whose domain this run no longer has (only
