@@ -82,6 +82,13 @@ fn version_1_corpus_artifacts_are_read() {
     assert_eq!(json(&again.join("manifest.json"))["domains"], json(&run.join("shards/manifest.json"))["domains"]);
 }
 
+/// Resumes the fixture's training run up to `steps`.
+fn resume(v1: &Path, steps: &str) {
+    let (model, shards, run) = (v1.join("micro.toml"), v1.join("corpus-run/shards"), v1.join("train-run"));
+    let args = ["--threads", "1", "train", "--model", s(&model), "--shards", s(&shards), "--out", s(&run)];
+    ok(&[&args[..], &["--resume", "--steps", steps]].concat());
+}
+
 #[test]
 fn version_1_training_and_simulator_artifacts_are_read() {
     let v1 = fixtures("fixtures-train");
@@ -89,20 +96,7 @@ fn version_1_training_and_simulator_artifacts_are_read() {
     let eval = ok(&["eval", "--checkpoint", s(&v1.join("train-run")), "--eval-sequences", "2", "--json"]);
     let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
     assert!(eval["val_loss"]["math"].as_f64().is_some(), "{eval}");
-    ok(&[
-        "--threads",
-        "1",
-        "train",
-        "--model",
-        s(&v1.join("micro.toml")),
-        "--shards",
-        s(&v1.join("corpus-run/shards")),
-        "--out",
-        s(&v1.join("train-run")),
-        "--resume",
-        "--steps",
-        "3",
-    ]);
+    resume(&v1, "3");
     assert!(v1.join("train-run/checkpoints/step-00000003").is_dir());
     // A checkpoint from before inputs were fingerprinted (no shards_ref) resumes on the shards
     // the user names.
@@ -111,20 +105,7 @@ fn version_1_training_and_simulator_artifacts_are_read() {
     old["config"].as_object_mut().unwrap().remove("shards_ref");
     old["config"].as_object_mut().unwrap().remove("teacher_ref");
     std::fs::write(&state, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
-    ok(&[
-        "--threads",
-        "1",
-        "train",
-        "--model",
-        s(&v1.join("micro.toml")),
-        "--shards",
-        s(&v1.join("corpus-run/shards")),
-        "--out",
-        s(&v1.join("train-run")),
-        "--resume",
-        "--steps",
-        "4",
-    ]);
+    resume(&v1, "4");
     assert!(v1.join("train-run/checkpoints/step-00000004").is_dir());
     // The export loads as a Hugging Face directory.
     let hf = train::hf::load_any(&v1.join("hf"), tch::Device::Cpu, false).unwrap();

@@ -115,6 +115,30 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `mix materialize` of a proposal onto shards, chunks of 100 documents.
+fn mixforge_materialize(proposal: &Path, shards: &str, tokens: &str, out: &Path) -> std::process::Output {
+    let (proposal, out) = (proposal.to_str().unwrap(), out.to_str().unwrap());
+    mixforge(&[
+        "mix",
+        "materialize",
+        "--proposal",
+        proposal,
+        "--shards",
+        shards,
+        "--tokens",
+        tokens,
+        "--out",
+        out,
+        "--chunk-docs",
+        "100",
+    ])
+}
+
+fn materialize(proposal: &Path, shards: &str, tokens: &str, out: &Path) {
+    let done = mixforge_materialize(proposal, shards, tokens, out);
+    assert!(done.status.success(), "materialize failed:\n{}", String::from_utf8_lossy(&done.stderr));
+}
+
 fn data_rows(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path).map(|t| t.lines().skip(1).map(String::from).collect()).unwrap_or_default()
 }
@@ -222,20 +246,7 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
 
     // Materialize: realised shares within one token per domain, caps kept, and it trains.
     let mixed = dir.join("mixed");
-    ok(&[
-        "mix",
-        "materialize",
-        "--proposal",
-        proposal.to_str().unwrap(),
-        "--shards",
-        &shards,
-        "--tokens",
-        "50000",
-        "--out",
-        mixed.to_str().unwrap(),
-        "--chunk-docs",
-        "100",
-    ]);
+    materialize(&proposal, &shards, "50000", &mixed);
     let opened = corpus::shards::Shards::open(&mixed).unwrap();
     let realised = opened.manifest().mixture.clone().expect("a realised mixture");
     assert_eq!(realised.tokens, 50_000);
@@ -247,18 +258,7 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
     assert_eq!(stream_tokens, 50_000, "the stream holds every training token once (EOS per document)");
     train_two_steps(mixed.to_str().unwrap(), None, &dir.join("train-mixed"));
     // Asking for more tokens than the caps allow is refused, naming the domain and the cap.
-    let refused = mixforge(&[
-        "mix",
-        "materialize",
-        "--proposal",
-        proposal.to_str().unwrap(),
-        "--shards",
-        &shards,
-        "--tokens",
-        "100000000",
-        "--out",
-        dir.join("too-big").to_str().unwrap(),
-    ]);
+    let refused = mixforge_materialize(&proposal, &shards, "100000000", &dir.join("too-big"));
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("past its cap"),
@@ -268,36 +268,12 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
     // --out naming something that is not materialized shards (here the corpus shards) is
     // refused and left as it was, never deleted.
     let before = std::fs::read(Path::new(&shards).join("manifest.json")).unwrap();
-    let refused = mixforge(&[
-        "mix",
-        "materialize",
-        "--proposal",
-        proposal.to_str().unwrap(),
-        "--shards",
-        &shards,
-        "--tokens",
-        "50000",
-        "--out",
-        &shards,
-    ]);
+    let refused = mixforge_materialize(&proposal, &shards, "50000", Path::new(&shards));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("refusing to replace"), "{stderr}");
     assert_eq!(std::fs::read(Path::new(&shards).join("manifest.json")).unwrap(), before);
     // Materializing again into its own output replaces it whole.
-    ok(&[
-        "mix",
-        "materialize",
-        "--proposal",
-        proposal.to_str().unwrap(),
-        "--shards",
-        &shards,
-        "--tokens",
-        "40000",
-        "--out",
-        mixed.to_str().unwrap(),
-        "--chunk-docs",
-        "100",
-    ]);
+    materialize(&proposal, &shards, "40000", &mixed);
     let again = corpus::shards::Shards::open(&mixed).unwrap();
     assert_eq!(again.manifest().mixture.as_ref().unwrap().tokens, 40_000);
 }

@@ -19,6 +19,25 @@ fn source(domain: &str, glob: &str) -> SourceConfig {
     SourceConfig::new(domain, vec![shared_data().join("corpus").join(glob).display().to_string()])
 }
 
+/// Shard settings: `input`'s kept documents into `out`, split seed 0.
+fn sharding(
+    input: &Path,
+    out: &Path,
+    tokenizer: &TokenizerChoice,
+    val_fraction: f64,
+    chunk_docs: usize,
+) -> ShardConfig {
+    let tokenizer = tokenizer.clone();
+    ShardConfig {
+        input: input.to_path_buf(),
+        out: out.to_path_buf(),
+        tokenizer,
+        val_fraction,
+        split_seed: 0,
+        chunk_docs,
+    }
+}
+
 /// (domain column → rows) of a Parquet file.
 fn domain_counts(path: &Path) -> BTreeMap<String, u64> {
     let file = std::fs::File::open(path).unwrap();
@@ -62,14 +81,9 @@ fn several_sources_in_one_domain_keep_their_domain() {
 fn reruns_never_reuse_outputs_of_another_corpus() {
     let dir = scratch("stale-outputs");
     let run = dir.join("run");
-    let shard_config = |chunk_docs: usize, val_fraction: f64| ShardConfig {
-        input: run.clone(),
-        out: dir.join("shards"),
-        tokenizer: TokenizerChoice::Train { vocab_size: 600, sample_docs_per_domain: 50 },
-        val_fraction,
-        split_seed: 0,
-        chunk_docs,
-    };
+    let trained = TokenizerChoice::Train { vocab_size: 600, sample_docs_per_domain: 50 };
+    let shard_config =
+        |chunk_docs: usize, val_fraction: f64| sharding(&run, &dir.join("shards"), &trained, val_fraction, chunk_docs);
     pipeline::run(&config(vec![source("code", "code/*.jsonl"), source("web", "web/*.jsonl")], &run), &Silent).unwrap();
     let first = shards::write(&shard_config(40, 0.05), &Silent).unwrap();
     assert!(first.domains.contains_key("web"));
@@ -112,14 +126,7 @@ fn chunks_are_rebuilt_when_their_documents_change() {
     let dir = scratch("chunk-key");
     let run = dir.join("run");
     let tokenizer = TokenizerChoice::File(shared_data().join("tokenizers/gpt-neo-test-tokenizer.json"));
-    let shard_config = |out: &Path| ShardConfig {
-        input: run.clone(),
-        out: out.to_path_buf(),
-        tokenizer: tokenizer.clone(),
-        val_fraction: 0.1,
-        split_seed: 0,
-        chunk_docs: 8,
-    };
+    let shard_config = |out: &Path| sharding(&run, out, &tokenizer, 0.1, 8);
     pipeline::run(&config(vec![source("code", "code/*.jsonl")], &run), &Silent).unwrap();
     shards::write(&shard_config(&dir.join("shards")), &Silent).unwrap();
     pipeline::run(&config(vec![source("code", "web/*.jsonl")], &run), &Silent).unwrap();
@@ -154,14 +161,8 @@ fn users_kept_files_of_other_arrow_types_work_or_fail_clearly() {
             ("text", Arc::new(StringArray::from_iter_values(texts.iter()))),
         ],
     );
-    let config = ShardConfig {
-        input: run.clone(),
-        out: dir.join("shards"),
-        tokenizer: TokenizerChoice::Train { vocab_size: 400, sample_docs_per_domain: 30 },
-        val_fraction: 0.1,
-        split_seed: 0,
-        chunk_docs: 16,
-    };
+    let trained = TokenizerChoice::Train { vocab_size: 400, sample_docs_per_domain: 30 };
+    let config = sharding(&run, &dir.join("shards"), &trained, 0.1, 16);
     let manifest = shards::write(&config, &Silent).unwrap();
     assert_eq!(manifest.domains["math"].train_docs + manifest.domains["math"].val_docs, 30);
     assert_eq!(corpus::search::build_index(&run, &dir.join("index"), &Silent).unwrap(), 30);
@@ -242,14 +243,8 @@ fn the_index_never_replaces_what_is_not_an_index() {
     let err = corpus::search::build_index(&run, &run, &Silent).unwrap_err().to_string();
     assert!(err.contains("refusing to replace"), "{err}");
     // Nor do the shards or a corpus run write into (and clean) a directory not theirs.
-    let config = ShardConfig {
-        input: run.clone(),
-        out: run.join("kept"),
-        tokenizer: TokenizerChoice::Train { vocab_size: 300, sample_docs_per_domain: 10 },
-        val_fraction: 0.1,
-        split_seed: 0,
-        chunk_docs: 10,
-    };
+    let trained = TokenizerChoice::Train { vocab_size: 300, sample_docs_per_domain: 10 };
+    let config = sharding(&run, &run.join("kept"), &trained, 0.1, 10);
     let err = shards::write(&config, &Silent).unwrap_err().to_string();
     assert!(err.contains("refusing to replace"), "{err}");
     let theirs = dir.join("theirs");
