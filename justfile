@@ -1,7 +1,7 @@
 # mixforge tasks. `just --list` shows them. Install just with `pip install rust-just`
 # (or `cargo install just`); every recipe is also a plain script you can run without it.
 
-# The main job: every corpus stage on the bundled demo corpus, a mix proposal, a tiny model trained on it.
+# The main job: `mixforge run recipes/demo.toml`: corpus, shards, swarm, proposal, a tiny model trained on it, eval, report.
 demo *ARGS:
     scripts/demo {{ARGS}}
 

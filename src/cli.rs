@@ -20,6 +20,14 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline from a recipe: corpus, shards, swarm, proposal, training,
+    /// evaluation, report. Resumable: finished stages with unchanged inputs are skipped.
+    ///
+    /// Example: mixforge run recipes/demo.toml --out runs/demo
+    ///          mixforge run --preset quick --source web=web.jsonl --source code=code.jsonl --out runs/mine
+    Run(PipelineArgs),
+    /// Write RUN/report/index.html and report.md from a run's artifacts.
+    Report(ReportArgs),
     /// Profile, filter and deduplicate a corpus.
     #[command(subcommand)]
     Corpus(CorpusCommand),
@@ -677,4 +685,39 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Recipe TOML: sources, corpus settings and the [shards], [swarm], [propose], [train],
+    /// [eval], [report] sections (every key has a default; see docs/formats.md).
+    pub recipe: Option<PathBuf>,
+    /// A source as DOMAIN=PATH_OR_GLOB (repeatable); replaces the recipe's sources.
+    #[arg(long = "source", value_name = "DOMAIN=PATH")]
+    pub sources: Vec<String>,
+    /// Sizes under the recipe: demo (the recipe defaults, ~10 minutes on 2 cores for the demo
+    /// corpus) or quick (a minute or two: a first look, tests).
+    #[arg(long, value_enum, default_value_t = PresetArg::Demo)]
+    pub preset: PresetArg,
+    /// Rerun this stage and every stage after it, whatever their records say.
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<String>,
+    /// Run directory: one folder per stage, stages/*.json records, report/.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Run presets.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PresetArg {
+    Demo,
+    Quick,
+}
+
+/// `report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory (from `mixforge run`).
+    pub run: PathBuf,
 }

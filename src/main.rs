@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod progress;
 mod recipe;
+mod run;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ fn main() -> ExitCode {
         tch::set_num_threads(cli.threads as i32);
     }
     let result = match cli.command {
+        cli::Command::Run(args) => run::run(&args, cli.threads),
+        cli::Command::Report(args) => run::report(&args.run),
         cli::Command::Corpus(command) => commands::corpus::run(command),
         cli::Command::Tokenizer(cli::TokenizerCommand::Bench(args)) => commands::tokenizer::bench(&args),
         cli::Command::Mix(command) => commands::mix::run(command, cli.threads),

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use corpus::config::{DedupConfig, FilterConfig, SourceConfig};
 use corpus::decontam::DecontamConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A recipe file. Each section is optional; absent settings take their defaults.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// Inputs, one table per source.
@@ -33,10 +33,196 @@ pub struct Recipe {
     /// Build a search index of the kept documents after the corpus stages.
     #[serde(default)]
     pub search: Option<SearchSection>,
+    /// `mixforge run`: the proxy swarm (`corpus run` ignores the sections below).
+    #[serde(default)]
+    pub swarm: SwarmSection,
+    /// `mixforge run`: the mix proposal.
+    #[serde(default)]
+    pub propose: ProposeSection,
+    /// `mixforge run`: training on the proposal.
+    #[serde(default)]
+    pub train: TrainSection,
+    /// `mixforge run`: evaluation of the trained model.
+    #[serde(default)]
+    pub eval: EvalSection,
+    /// `mixforge run`: the report.
+    #[serde(default)]
+    pub report: ReportSection,
+}
+
+/// `[swarm]`: the proxies whose losses the surrogates learn from, and the budget's caps.
+/// Defaults are the demo's, sized for a 2-core machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmSection {
+    /// Proxies, the anchor mixtures included.
+    pub runs: usize,
+    /// Training tokens per proxy.
+    pub proxy_tokens: u64,
+    /// Proxy model preset or config TOML.
+    pub model: String,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Validation sequences per domain.
+    pub eval_sequences: usize,
+    /// Dirichlet concentration multipliers cycled over the draws.
+    pub concentrations: Vec<f64>,
+    /// Most epochs any domain may be read at the training budget (0: uncapped).
+    pub max_epochs: f64,
+    /// Smallest weight every domain keeps.
+    pub min_weight: f64,
+    /// Centre of the draws and of the KL term: natural, uniform or a TOML file.
+    pub prior: String,
+    pub seed: u64,
+}
+
+impl Default for SwarmSection {
+    fn default() -> Self {
+        SwarmSection {
+            runs: 24,
+            proxy_tokens: 100_000,
+            model: "tiny".into(),
+            seq_len: 128,
+            batch_size: 16,
+            lr: 1e-2,
+            eval_sequences: 32,
+            concentrations: vec![0.25, 0.5, 1.0, 2.0, 4.0],
+            max_epochs: 4.0,
+            min_weight: 0.0,
+            prior: "natural".into(),
+            seed: 0,
+        }
+    }
+}
+
+/// `[propose]`: surrogates and the search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposeSection {
+    /// auto, gbdt, mixing-law, linear or ensemble.
+    pub surrogate: String,
+    /// Bootstrap members per metric (prediction intervals).
+    pub bootstrap: usize,
+    pub kl_weight: f64,
+    /// Minimise mean + risk × bootstrap std.
+    pub risk: f64,
+    /// `METRIC[=WEIGHT]` terms; empty: the mean of the per-domain validation losses.
+    pub objective: Vec<String>,
+    pub seed: u64,
+}
+
+impl Default for ProposeSection {
+    fn default() -> Self {
+        ProposeSection {
+            surrogate: "auto".into(),
+            bootstrap: 16,
+            kl_weight: 0.0,
+            risk: 1.0,
+            objective: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// `[train]`: the model trained on the proposal. Give `steps` or `tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Model preset or config TOML.
+    pub model: String,
+    /// `proposal` (the stage's proposal), `natural` or `uniform`.
+    pub mix: String,
+    pub steps: Option<u64>,
+    pub tokens: Option<u64>,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub grad_accum: u64,
+    pub lr: f64,
+    pub warmup: u64,
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub seed: u64,
+    /// Validate every N steps (0: at the end only).
+    pub eval_every: u64,
+    pub eval_sequences: usize,
+    /// Checkpoint every N steps, so a killed run resumes (0: at the end only).
+    pub checkpoint_every: u64,
+    pub keep_checkpoints: usize,
+    pub doc_mask: bool,
+    pub reset_positions: bool,
+    /// auto, cpu, cuda, cuda:N.
+    pub device: String,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            model: "tiny".into(),
+            mix: "proposal".into(),
+            steps: Some(600),
+            tokens: None,
+            seq_len: 128,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 1e-2,
+            warmup: 30,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            seed: 0,
+            eval_every: 50,
+            eval_sequences: 32,
+            checkpoint_every: 100,
+            keep_checkpoints: 2,
+            doc_mask: false,
+            reset_positions: false,
+            device: "auto".into(),
+        }
+    }
+}
+
+impl TrainSection {
+    /// Training tokens: `tokens`, or `steps` × tokens per step.
+    pub fn target_tokens(&self) -> u64 {
+        let per_step = (self.seq_len * self.batch_size) as u64 * self.grad_accum.max(1);
+        match (self.tokens, self.steps) {
+            (Some(t), _) => t.div_ceil(per_step).max(1) * per_step,
+            (None, Some(s)) => s * per_step,
+            (None, None) => 0,
+        }
+    }
+}
+
+/// `[eval]`: what the trained model is scored on besides per-domain validation loss.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Task files (JSONL, lm-eval shapes); relative to the recipe.
+    pub tasks: Vec<PathBuf>,
+    /// Items per task (all when absent).
+    pub limit: Option<usize>,
+    /// Validation sequences per domain.
+    pub eval_sequences: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection { tasks: Vec::new(), limit: None, eval_sequences: 32 }
+    }
+}
+
+/// `[report]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSection {
+    /// The page's title (default: from the run directory's name).
+    pub title: Option<String>,
 }
 
 /// `[shards]`: tokenizer and split settings; shards go to `<out>/shards`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardsSection {
     /// A tokenizer.json to use; relative to the recipe.
@@ -70,7 +256,7 @@ fn default_chunk_docs() -> usize {
 }
 
 /// `[search]`: the index goes to `<out>/index`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSection {
     /// Build the index.
@@ -95,28 +281,75 @@ impl Recipe {
     /// Reads a recipe; relative source paths are taken from the recipe's own directory.
     pub fn load(path: &Path) -> Result<Recipe> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading recipe {}", path.display()))?;
-        let mut recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(tokenizer) = recipe.shards.as_mut().and_then(|s| s.tokenizer.as_mut())
-            && tokenizer.is_relative()
-        {
-            *tokenizer = base.join(&*tokenizer);
+        let recipe: Recipe = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(recipe.with_paths_from(path.parent().unwrap_or(Path::new("."))))
+    }
+
+    /// For `mixforge run`: the recipe's settings over the preset's (`preset`, a TOML table),
+    /// over the defaults. Returns the recipe and its text (empty without a recipe).
+    pub fn load_layered(path: Option<&Path>, preset: &str) -> Result<(Recipe, String)> {
+        let mut layered: toml::Table = toml::from_str(preset).context("the preset does not parse (a mixforge bug)")?;
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading recipe {}", p.display()))?,
+            None => String::new(),
+        };
+        // The recipe alone first, so an unknown key or bad value is reported against its file.
+        let name = path.map_or("the command line".to_string(), |p| p.display().to_string());
+        toml::from_str::<Recipe>(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let own: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        merge(&mut layered, own);
+        let mut recipe = Recipe::deserialize(layered).map_err(|e| anyhow::anyhow!("{name} over the preset: {e}"))?;
+        // A token budget replaces the default step count.
+        if recipe.train.tokens.is_some() {
+            recipe.train.steps = None;
         }
-        if let Some(decontam) = &mut recipe.decontam {
-            for eval in &mut decontam.evals {
-                if eval.is_relative() {
-                    *eval = base.join(&*eval);
-                }
+        Ok((recipe.with_paths_from(path.and_then(Path::parent).unwrap_or(Path::new("."))), text))
+    }
+
+    /// Relative paths (sources, tokenizer, evaluation sets, tasks) taken from `base`.
+    fn with_paths_from(mut self, base: &Path) -> Recipe {
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
+        };
+        if let Some(tokenizer) = self.shards.as_mut().and_then(|s| s.tokenizer.as_mut()) {
+            rebase(tokenizer);
         }
-        for source in &mut recipe.sources {
+        if let Some(decontam) = &mut self.decontam {
+            decontam.evals.iter_mut().for_each(rebase);
+        }
+        self.eval.tasks.iter_mut().for_each(rebase);
+        for source in &mut self.sources {
             for p in &mut source.paths {
                 if Path::new(p.as_str()).is_relative() {
                     *p = base.join(&*p).to_string_lossy().into_owned();
                 }
             }
         }
-        Ok(recipe)
+        self
+    }
+}
+
+/// Lays `top` over `base`: tables merge key by key, anything else replaces. Giving `tokens`
+/// in `[train]` replaces the layer below's `steps`, and the other way round.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => {
+                if key == "train" {
+                    for (this, other) in [("tokens", "steps"), ("steps", "tokens")] {
+                        if above.contains_key(this) {
+                            below.remove(other);
+                        }
+                    }
+                }
+                merge(below, above);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -154,6 +387,26 @@ mod tests {
     fn bad_values_are_named() {
         let err = toml::from_str::<Recipe>("[filter]\nmode = \"sometimes\"\n").unwrap_err().to_string();
         assert!(err.contains("sometimes") && err.contains("mode"), "{err}");
+    }
+
+    #[test]
+    fn run_sections_layer_recipe_over_preset_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("mixforge-recipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.toml");
+        std::fs::write(&path, "[train]\ntokens = 20000\nlr = 0.02\n[eval]\ntasks = [\"t.jsonl\"]\n").unwrap();
+        let preset = "[train]\nsteps = 16\nseq_len = 64\n[swarm]\nruns = 5\n";
+        let (recipe, text) = Recipe::load_layered(Some(&path), preset).unwrap();
+        assert!(text.contains("tokens = 20000"));
+        // The recipe's tokens replace the preset's steps; the preset's other values stay.
+        assert_eq!((recipe.train.tokens, recipe.train.steps, recipe.train.seq_len), (Some(20000), None, 64));
+        assert_eq!((recipe.train.lr, recipe.swarm.runs, recipe.swarm.proxy_tokens), (0.02, 5, 100_000));
+        assert_eq!(recipe.eval.tasks, [dir.join("t.jsonl")], "task paths are taken from the recipe's folder");
+        assert_eq!(recipe.train.target_tokens(), 20000usize.div_ceil(64 * 16) as u64 * 64 * 16);
+        std::fs::write(&path, "[train]\nlearning_rate = 0.02\n").unwrap();
+        let err = format!("{:#}", Recipe::load_layered(Some(&path), preset).unwrap_err());
+        assert!(err.contains("learning_rate") && err.contains("r.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,5 +7,6 @@ mod determinism_cli;
 mod fixtures_cli;
 mod hardening_cli;
 mod mix_cli;
+mod run_cli;
 mod shards_cli;
 mod train_cli;

@@ -204,7 +204,11 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
     assert!(accounting.balances(), "every document is kept or dropped with a reason");
 
     let started = Instant::now();
-    for (domain, path) in run.write_kept(&records)? {
+    let picked = run.pick_examples(&records, &benchmarks);
+    let (kept_files, examples) = run.write_kept(&records, &picked)?;
+    write_examples(&config.out.join("examples.jsonl"), &examples)?;
+    outputs.insert("examples".into(), "examples.jsonl".into());
+    for (domain, path) in kept_files {
         let rel = path.strip_prefix(&config.out).unwrap_or(&path).display().to_string();
         outputs.insert(format!("kept/{domain}"), rel);
     }
@@ -401,12 +405,44 @@ impl Run<'_> {
         Ok(report)
     }
 
-    /// Pass 3: writes kept documents to `kept/<domain>.parquet`.
-    fn write_kept(&self, records: &[DocRecord]) -> Result<BTreeMap<String, PathBuf>> {
+    /// The lowest ids per (domain, reason), for drop reasons and for rules that flagged kept
+    /// documents: a deterministic choice, whatever the thread count.
+    fn pick_examples(&self, records: &[DocRecord], benchmarks: &[String]) -> BTreeMap<DocId, (String, String)> {
+        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut picked = BTreeMap::new();
+        for r in records {
+            let domain = &self.domains[self.source_domain[usize::from(r.source.0)] as usize];
+            let reasons: Vec<String> = match r.drop {
+                Some(d) => vec![d.name(benchmarks)],
+                None => r.rules.iter().map(|rule| format!("flagged:{}", rule.name())).collect(),
+            };
+            for reason in reasons {
+                let n = seen.entry((domain.clone(), reason.clone())).or_default();
+                if *n < EXAMPLES_PER_REASON {
+                    *n += 1;
+                    picked.entry(r.id).or_insert((domain.clone(), reason));
+                }
+            }
+        }
+        picked
+    }
+
+    /// Pass 3: writes kept documents to `kept/<domain>.parquet`, and captures the picked
+    /// examples' text on the way.
+    fn write_kept(
+        &self,
+        records: &[DocRecord],
+        picked: &BTreeMap<DocId, (String, String)>,
+    ) -> Result<(BTreeMap<String, PathBuf>, Vec<Example>)> {
         let mut writer = KeptWriter::new(&self.config.out.join("kept"), self.source_names.clone())?;
+        let mut examples = Vec::with_capacity(picked.len());
         // One pass over the records, not one per file: runs may have many thousands of files.
-        let with_kept: std::collections::BTreeSet<_> =
-            records.iter().filter(|r| r.drop.is_none()).map(|r| r.id.file()).collect();
+        let with_kept: std::collections::BTreeSet<_> = records
+            .iter()
+            .filter(|r| r.drop.is_none())
+            .map(|r| r.id.file())
+            .chain(picked.keys().map(|id| id.file()))
+            .collect();
         let kept_files: Vec<&InputFile> = self.files.iter().filter(|f| with_kept.contains(&f.file)).collect();
         let ids: Vec<DocId> = records.iter().map(|r| r.id).collect();
         self.stream("write kept", &kept_files, |file, items| {
@@ -417,6 +453,15 @@ impl Run<'_> {
                         path: file.path.clone(),
                         reason: format!("document {} appeared between passes", doc.id),
                     })?;
+                    if let Some((example_domain, reason)) = picked.get(&doc.id) {
+                        examples.push(Example {
+                            domain: example_domain.clone(),
+                            reason: reason.clone(),
+                            doc_id: doc.id.to_string(),
+                            source_id: doc.source_id.clone(),
+                            excerpt: doc.text.chars().take(EXAMPLE_CHARS).collect(),
+                        });
+                    }
                     if records[k].drop.is_none() {
                         writer.push(domain, doc)?;
                     }
@@ -434,7 +479,7 @@ impl Run<'_> {
                 std::fs::remove_file(&path).at(&path)?;
             }
         }
-        Ok(written)
+        Ok((written, examples))
     }
 }
 
@@ -498,4 +543,34 @@ impl Analyzer<'_> {
         };
         (record, Keys { exact, bands })
     }
+}
+
+/// Documents shown per (domain, reason) in `examples.jsonl`: enough to see what a rule catches.
+pub const EXAMPLES_PER_REASON: usize = 3;
+/// Characters of each example's text kept.
+const EXAMPLE_CHARS: usize = 400;
+
+/// A removed or flagged document shown to the user (`examples.jsonl`, one per line).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Example {
+    /// The domain of its source.
+    pub domain: String,
+    /// `drop_reason` (as in profile.parquet) when removed, `flagged:<rule>` when a rule flagged
+    /// a document the run kept (annotate mode).
+    pub reason: String,
+    /// The document id (`FILE:ROW`).
+    pub doc_id: String,
+    /// Its own id field, when it has one.
+    pub source_id: Option<String>,
+    /// The start of its text.
+    pub excerpt: String,
+}
+
+fn write_examples(path: &std::path::Path, examples: &[Example]) -> Result<()> {
+    let mut text = String::new();
+    for e in examples {
+        text.push_str(&serde_json::to_string(e).expect("an example serializes"));
+        text.push('\n');
+    }
+    atomic::write_file(path, text.as_bytes())
 }

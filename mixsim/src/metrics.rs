@@ -50,8 +50,8 @@ pub fn mae(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f64>() / a.len() as f64
 }
 
-/// Scores of pooled out-of-fold predictions.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Scores of pooled out-of-fold predictions, and the predictions themselves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CvReport {
     /// Spearman ρ between predictions and observations.
     pub spearman: f64,
@@ -59,6 +59,9 @@ pub struct CvReport {
     pub pearson: f64,
     /// Mean absolute error, in the metric's units.
     pub mae: f64,
+    /// Each row's out-of-fold prediction, in the rows' order (what a predicted-vs-actual plot
+    /// shows).
+    pub predicted: Vec<f64>,
 }
 
 impl CvReport {
@@ -68,6 +71,7 @@ impl CvReport {
             spearman: spearman(predicted, observed),
             pearson: pearson(predicted, observed),
             mae: mae(predicted, observed),
+            predicted: predicted.to_vec(),
         }
     }
 }

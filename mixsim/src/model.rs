@@ -207,3 +207,65 @@ fn unfitted(kind: SurrogateKind) -> AnySurrogate {
 fn fresh(name: &str) -> AnySurrogate {
     surrogate::candidates().into_iter().find(|c| c.name() == name).expect("every name has a candidate")
 }
+
+/// Layout version of [`CvFile`].
+pub const CV_FORMAT_VERSION: u32 = 1;
+
+/// How well each surrogate behind a proposal predicted the runs it was fitted on, out of fold
+/// (`<proposal>.cv.json` beside the proposal): the numbers behind a predicted-vs-observed plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvFile {
+    /// Layout version; see [`CV_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// One entry per objective metric.
+    pub metrics: Vec<CvMetric>,
+}
+
+/// Cross-validation of the surrogate chosen for one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CvMetric {
+    /// The metric, e.g. `books_val_loss`.
+    pub metric: String,
+    /// The chosen surrogate.
+    pub surrogate: String,
+    /// Folds (leave-one-out when equal to the runs).
+    pub folds: usize,
+    /// Spearman ρ of the out-of-fold predictions against the observations.
+    pub spearman: f64,
+    /// Pearson r of the same.
+    pub pearson: f64,
+    /// Mean absolute error of the same, in the metric's units.
+    pub mae: f64,
+    /// Run ids, row by row.
+    pub runs: Vec<String>,
+    /// Each run's observed value.
+    pub observed: Vec<f64>,
+    /// Each run's out-of-fold prediction.
+    pub predicted: Vec<f64>,
+}
+
+impl CvMetric {
+    /// The entry for `model`, from the CV reports [`FittedModel::fit_with_cv`] returned.
+    pub fn new(table: &RunsTable, model: &FittedModel, reports: &[(String, CvReport)]) -> Result<CvMetric> {
+        let (_, observed) = table.xy(&model.target)?;
+        let name = model.surrogate_name();
+        let report = reports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r)
+            .ok_or_else(|| Error::Invalid(format!("no cross-validation report for the chosen surrogate {name}")))?;
+        Ok(CvMetric {
+            metric: model.target.clone(),
+            surrogate: name.to_string(),
+            folds: cv_folds(observed.len())?,
+            spearman: report.spearman,
+            pearson: report.pearson,
+            mae: report.mae,
+            runs: table.rows.iter().map(|r| r.index.clone()).collect(),
+            observed,
+            predicted: report.predicted.clone(),
+        })
+    }
+}

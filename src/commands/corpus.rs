@@ -120,7 +120,7 @@ fn pipeline_config(args: RunArgs, stages: Stages) -> Result<(PipelineConfig, rec
 }
 
 /// The human-readable report printed after a run.
-fn render_report(report: &RunReport, config: &PipelineConfig) -> String {
+pub fn render_report(report: &RunReport, config: &PipelineConfig) -> String {
     let m = &report.manifest;
     let t = &m.accounting.totals;
     let mut out = String::new();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mixsim::model::{CvFile, CvMetric};
 use mixsim::{
     Budget, DesignConfig, FittedModel, MaterializeConfig, Proposal, ProposeConfig, ProxyJob, ProxyTrainer, RunsTable,
     SearchConfig, SurrogateKind, SwarmDir, SwarmPlan, SwarmProgress,
@@ -40,7 +41,7 @@ pub fn run(command: MixCommand, threads: usize) -> Result<()> {
         }
         MixCommand::Fit(args) => {
             let table = RunsTable::read_csv(&args.runs)?;
-            let model = fit(&table, &args.target, args.surrogate, args.bootstrap, &mut stdout)
+            let (model, _) = fit(&table, &args.target, args.surrogate, args.bootstrap, &mut stdout)
                 .with_context(|| format!("fitting {} on {}", args.target, args.runs.display()))?;
             model.save(&args.out)?;
             writeln!(stdout, "chosen: {} → {}", model.surrogate_name(), args.out.display())?;
@@ -109,14 +110,15 @@ fn surrogate_kind(arg: SurrogateArg) -> SurrogateKind {
     }
 }
 
-/// Fits one metric, printing the CV table, and adds bootstrap members.
+/// Fits one metric, printing the CV table, and adds bootstrap members. Also returns the
+/// chosen surrogate's out-of-fold predictions.
 fn fit(
     table: &RunsTable,
     target: &str,
     surrogate: SurrogateArg,
     bootstrap: usize,
     out: &mut impl Write,
-) -> Result<FittedModel> {
+) -> Result<(FittedModel, CvMetric)> {
     let (model, reports) = FittedModel::fit_with_cv(table, target, surrogate_kind(surrogate))?;
     let k = mixsim::model::cv_folds(table.rows.len())?;
     writeln!(out, "{k}-fold CV on {} runs, target {target}:", table.rows.len())?;
@@ -124,7 +126,8 @@ fn fit(
     for (name, r) in &reports {
         writeln!(out, "  {name:<12} {:>9.4} {:>9.4} {:>9.4}", r.spearman, r.pearson, r.mae)?;
     }
-    Ok(model.with_bootstrap(table, bootstrap, 0x626f_6f74)?)
+    let cv = CvMetric::new(table, &model, &reports)?;
+    Ok((model.with_bootstrap(table, bootstrap, 0x626f_6f74)?, cv))
 }
 
 fn budget(args: &BudgetArgs) -> Result<Budget> {
@@ -190,7 +193,8 @@ impl SwarmProgress for SwarmBar {
     }
 }
 
-fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Result<()> {
+/// `mix swarm`: designs the swarm and trains its proxies (resuming a killed swarm in `--out`).
+pub fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Result<()> {
     let budget = budget(&args.budget)?;
     let prior = prior(&args.budget.prior, &budget)?;
     if args.proxy_tokens == 0 || args.runs == 0 {
@@ -296,7 +300,9 @@ fn objective_terms(terms: &[String], table: &RunsTable) -> Result<Vec<(String, f
         .collect()
 }
 
-fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
+/// `mix propose`: fits a surrogate per objective metric and writes the proposal, its utility
+/// table and its cross-validation beside it.
+pub fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
     let table = RunsTable::read_csv(&args.runs)?;
     let budget = budget(&args.budget)?;
     if table.domains != budget.domains {
@@ -310,9 +316,11 @@ fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
     }
     let prior = prior(&args.budget.prior, &budget)?;
     let objective = objective_terms(&args.objective, &table)?;
-    let mut models = Vec::new();
+    let (mut models, mut cv) = (Vec::new(), Vec::new());
     for (metric, _) in &objective {
-        models.push(fit(&table, metric, args.surrogate, args.bootstrap, out)?);
+        let (model, metric_cv) = fit(&table, metric, args.surrogate, args.bootstrap, out)?;
+        models.push(model);
+        cv.push(metric_cv);
     }
     writeln!(
         out,
@@ -332,8 +340,16 @@ fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
     // Beside the proposal, named after it: the command writes nothing outside --out's folder.
     let utility_path: PathBuf = args.out.with_extension("utility.csv");
     corpus::atomic::write_file(&utility_path, proposal.utility_csv().as_bytes())?;
+    let cv_path: PathBuf = args.out.with_extension("cv.json");
+    corpus::atomic::write_json(&cv_path, &CvFile { format_version: mixsim::model::CV_FORMAT_VERSION, metrics: cv })?;
     print_proposal(&proposal, out)?;
-    writeln!(out, "proposal → {}; utility → {}", args.out.display(), utility_path.display())?;
+    writeln!(
+        out,
+        "proposal → {}; utility → {}; surrogate cross-validation → {}",
+        args.out.display(),
+        utility_path.display(),
+        cv_path.display()
+    )?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use crate::progress::Bars;
 use crate::recipe::LaterStages;
 
 /// A tokenizer file wins over training one; one of the two must be given.
-fn tokenizer_choice(file: Option<&Path>, vocab_size: Option<usize>, sample_docs: usize) -> Result<TokenizerChoice> {
+pub fn tokenizer_choice(file: Option<&Path>, vocab_size: Option<usize>, sample_docs: usize) -> Result<TokenizerChoice> {
     match (file, vocab_size) {
         (Some(path), _) => Ok(TokenizerChoice::File(path.to_path_buf())),
         (None, Some(vocab_size)) => Ok(TokenizerChoice::Train { vocab_size, sample_docs_per_domain: sample_docs }),
@@ -41,7 +41,7 @@ pub fn shard(args: &ShardArgs) -> Result<()> {
     Ok(())
 }
 
-fn render_shards(m: &ShardManifest, out: &Path) -> String {
+pub fn render_shards(m: &ShardManifest, out: &Path) -> String {
     let mut text = format!(
         "shards in {}: vocabulary {} ({:?} tokens), tokenizer {}\n{:<10} {:>10} {:>12} {:>10} {:>10}\n",
         out.display(),

@@ -66,6 +66,22 @@ const RESUME_MAY_CHANGE: [&str; 9] =
     ["out", "resume", "device", "steps", "tokens", "eval_every", "checkpoint_every", "keep_checkpoints", "threads"];
 
 pub fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
+    // The flags typed on the command line (not their defaults); clap's derive also lists the
+    // struct's own group among the ids, which is no flag.
+    let flags = TrainArgs::augment_args(clap::Command::new("train"));
+    let given: Vec<String> = flags
+        .get_arguments()
+        .map(|a| a.get_id().as_str().to_string())
+        .chain(["threads".to_string()])
+        .filter(|id| matches.try_contains_id(id).unwrap_or(false))
+        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+        .collect();
+    train_with(args, &given, &mut std::io::stdout().lock()).map(|_| ())
+}
+
+/// Trains (or resumes, with `args.resume`) as the flags say; `given` names the flags the user
+/// typed, which a resumed run checks against its own. Results are written to `out`.
+pub fn train_with(args: &TrainArgs, given: &[String], out: &mut dyn Write) -> Result<trainer::Outcome> {
     let device = train::device::pick(Some(&args.device))?;
     let resumable = args.resume && checkpoint::resolve(&args.out).is_ok();
     if args.resume && !resumable && args.out.join("metrics.jsonl").exists() {
@@ -74,18 +90,8 @@ pub fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
         std::fs::remove_file(args.out.join("metrics.jsonl"))?;
     }
     let mut trainer = if resumable {
-        // The flags typed on the command line (not their defaults); clap's derive also lists
-        // the struct's own group among the ids, which is no flag.
-        let flags = TrainArgs::augment_args(clap::Command::new("train"));
-        let given: Vec<String> = flags
-            .get_arguments()
-            .map(|a| a.get_id().as_str().to_string())
-            .chain(["threads".to_string()])
-            .filter(|id| matches.try_contains_id(id).unwrap_or(false))
-            .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
-            .collect();
         let t = Trainer::resume_with(&args.out, device, |stored, step| {
-            adjust_resumed(args, &given, stored, step).map_err(|e| train::Error::Config(format!("{e:#}")))
+            adjust_resumed(args, given, stored, step).map_err(|e| train::Error::Config(format!("{e:#}")))
         })
         .with_context(|| format!("resuming {}", args.out.display()))?;
         eprintln!("resuming {} at step {}/{}", args.out.display(), t.step, t.config.steps);
@@ -104,17 +110,16 @@ pub fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
         Trainer::new(config, Some(&args.out), device)?
     };
     let outcome = trainer.train(true)?;
-    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "trained {} steps, {} tokens, {:.0} tokens/s; final train loss {:.4}",
         outcome.steps, outcome.tokens, outcome.tokens_per_s, outcome.final_train_loss
     )?;
-    print_val(&mut out, &outcome.val_loss)?;
+    print_val(out, &outcome.val_loss)?;
     let summary = args.out.join("summary.json");
     corpus::atomic::write_json(&summary, &outcome)?;
     writeln!(out, "checkpoint: {}", checkpoint::resolve(&args.out)?.display())?;
-    Ok(())
+    Ok(outcome)
 }
 
 /// Checks the flags given to a resumed run against the config it started with: a flag that
@@ -288,7 +293,7 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
     })
 }
 
-fn print_val(out: &mut impl Write, val: &std::collections::BTreeMap<String, f64>) -> Result<()> {
+pub fn print_val(out: &mut dyn Write, val: &std::collections::BTreeMap<String, f64>) -> Result<()> {
     if val.is_empty() {
         return Ok(());
     }
@@ -299,16 +304,25 @@ fn print_val(out: &mut impl Write, val: &std::collections::BTreeMap<String, f64>
     Ok(())
 }
 
-pub fn eval(args: &EvalArgs) -> Result<()> {
-    let device = train::device::pick(Some(&args.device))?;
-    let loaded = hf::load_any(&args.checkpoint, device, false)?;
+/// Validation loss per domain (on `shards`, or the shards the checkpoint was trained on when
+/// they can be found) and task scores of a checkpoint.
+pub fn score(
+    checkpoint: &Path,
+    shards: Option<&Path>,
+    eval_sequences: usize,
+    tasks: &[std::path::PathBuf],
+    limit: Option<usize>,
+    device_name: &str,
+) -> Result<(std::collections::BTreeMap<String, f64>, Vec<eval::TaskScore>)> {
+    let device = train::device::pick(Some(device_name))?;
+    let loaded = hf::load_any(checkpoint, device, false)?;
     let tokenizer = corpus::tokenize::load(&loaded.tokenizer)?;
-    let step_dir = checkpoint::resolve(&args.checkpoint).ok();
+    let step_dir = checkpoint::resolve(checkpoint).ok();
     let state = step_dir.as_ref().and_then(|d| checkpoint::read_state(d).ok());
     // Validation runs on the shards the checkpoint was trained on, wherever they are now; when
     // they cannot be found the user is told, not left with a table that silently lacks them.
-    let shards_dir = match (&args.shards, &state, &step_dir) {
-        (Some(dir), _, _) => Some(dir.clone()),
+    let shards_dir = match (shards, &state, &step_dir) {
+        (Some(dir), _, _) => Some(dir.to_path_buf()),
         (None, Some(s), Some(dir)) => {
             let run = dir.parent().and_then(Path::parent).unwrap_or(dir);
             match checkpoint::locate(run, &s.config.shards, &s.config.shards_ref, "shards") {
@@ -336,15 +350,21 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             data_fraction: 1.0,
         };
         let loader = Loader::new(&shards, &Mixture::uniform(&shards), config)?;
-        let tensors = trainer::validation_tensors(&loader, args.eval_sequences, device);
+        let tensors = trainer::validation_tensors(&loader, eval_sequences, device);
         val = trainer::validation_loss(&loaded.model, &tensors, 8);
     }
     let mut scores = Vec::new();
-    for path in &args.tasks {
-        let items = eval::read_task(path, args.limit)?;
+    for path in tasks {
+        let items = eval::read_task(path, limit)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         scores.push(eval::evaluate(&loaded.model, &tokenizer, &name, &items)?);
     }
+    Ok((val, scores))
+}
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let (val, scores) =
+        score(&args.checkpoint, args.shards.as_deref(), args.eval_sequences, &args.tasks, args.limit, &args.device)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let perplexity: std::collections::BTreeMap<_, _> = val.iter().map(|(d, l)| (d.clone(), l.exp())).collect();

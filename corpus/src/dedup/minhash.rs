@@ -89,7 +89,7 @@ pub fn estimate_jaccard(a: &[u64], b: &[u64]) -> f64 {
 }
 
 /// Banding of a signature: `bands` bands of `rows` rows each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LshParams {
     /// Number of bands.
     pub bands: usize,

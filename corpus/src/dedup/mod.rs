@@ -45,7 +45,7 @@ pub enum Verdict {
 }
 
 /// Summary of a dedup run, written to the manifest.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct DedupReport {
     /// LSH banding used (absent without MinHash).
     pub lsh: Option<LshParams>,

@@ -1,0 +1,46 @@
+//! The report's sections, one module each; each reads the run's artifacts and returns its
+//! blocks, or `None` when the run has nothing for it.
+
+pub mod card;
+pub mod corpus;
+pub mod simulator;
+pub mod summary;
+pub mod training;
+
+use crate::page::{Block, DataFile, Figure};
+
+/// A figure block with its data file.
+pub fn figure(id: &str, caption: impl Into<String>, svg: String, data: String) -> Block {
+    let name = format!("{id}.csv");
+    Block::Figure(Figure { id: id.to_string(), caption: caption.into(), svg, data: DataFile { name, contents: data } })
+}
+
+/// A number for a table cell: integers without decimals, others with `digits` significant
+/// decimals.
+pub fn num(v: f64, digits: usize) -> String {
+    if !v.is_finite() {
+        return "–".to_string();
+    }
+    if v == v.trunc() && v.abs() < 1e15 {
+        return format!("{}", v as i64);
+    }
+    format!("{v:.digits$}")
+}
+
+/// Thousands separated by commas: 1,234,567.
+pub fn count(v: u64) -> String {
+    let digits = v.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `part / whole` as a percentage with one decimal.
+pub fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 { "–".into() } else { format!("{:.1}%", 100.0 * part as f64 / whole as f64) }
+}

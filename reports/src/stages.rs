@@ -1,0 +1,167 @@
+//! The records `mixforge run` keeps in `RUN/stages/`: one per stage (`<stage>.json`) and the
+//! run card (`run.json`). The runner writes them; the report reads them. The format lives
+//! here, with its reader.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Layout version of `stages/*.json`.
+pub const STAGE_FORMAT_VERSION: u32 = 1;
+
+/// Where a stage stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Started and not finished: killed, or still going.
+    Running,
+    /// Finished; its outputs are listed.
+    Done,
+    /// Failed with `error`.
+    Failed,
+}
+
+/// A number a stage reports for the summary table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageMetric {
+    /// e.g. `kept documents`, `mean val loss`.
+    pub name: String,
+    pub value: f64,
+    /// Some(true) when higher is better, Some(false) when lower is, None when neither.
+    pub higher_is_better: Option<bool>,
+}
+
+/// `RUN/stages/<stage>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageRecord {
+    pub format_version: u32,
+    /// The stage's name (`corpus`, `shards`, …).
+    pub stage: String,
+    pub status: Status,
+    /// Seconds since the Unix epoch when this attempt started.
+    pub started_unix: u64,
+    /// Wall time of the last attempt, seconds.
+    pub wall_s: f64,
+    /// xxh3-128 of the stage's recipe section as resolved (preset and defaults filled in).
+    pub section_hash: String,
+    /// What the stage read: an upstream stage (`stage:<name>` → its outputs' digest) or an
+    /// input file (path → xxh3-128 of its bytes).
+    pub inputs: BTreeMap<String, String>,
+    /// xxh3-128 over the section hash and the inputs: the stage reruns when it changes.
+    pub input_key: String,
+    /// Files written, relative to the run directory → xxh3-128 of their bytes.
+    pub outputs: BTreeMap<String, String>,
+    /// xxh3-128 over `outputs`: what downstream stages record as their input.
+    pub outputs_digest: String,
+    /// Whether this attempt continued a killed one (swarm, training).
+    #[serde(default)]
+    pub resumed: bool,
+    /// The cause, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Headline numbers for the summary table.
+    #[serde(default)]
+    pub metrics: Vec<StageMetric>,
+}
+
+/// `RUN/stages/run.json`: what a reader needs to reproduce or trust the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunCard {
+    pub format_version: u32,
+    /// mixforge's version.
+    pub version: String,
+    /// The git commit of the source the binary was built from, when known.
+    pub commit: Option<String>,
+    /// Whether that checkout had uncommitted changes.
+    pub dirty: Option<bool>,
+    /// libtorch's version.
+    pub libtorch: String,
+    /// CPU model, cores, memory.
+    pub hardware: BTreeMap<String, String>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// The preset the recipe was layered on.
+    pub preset: String,
+    /// The recipe as written (empty when the run had none), and the resolved one.
+    pub recipe_text: String,
+    pub resolved_recipe: String,
+    /// xxh3-128 of the resolved recipe.
+    pub recipe_hash: String,
+    /// Seeds by what they seed.
+    pub seeds: BTreeMap<String, u64>,
+    /// The stages in order.
+    pub stages: Vec<String>,
+}
+
+/// Reads a JSON artifact, naming the file on failure.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::parse(path, e))
+}
+
+/// `RUN/stages/`.
+pub fn dir(run: &Path) -> PathBuf {
+    run.join("stages")
+}
+
+/// A stage's record, when there is one.
+pub fn read_record(run: &Path, stage: &str) -> Result<Option<StageRecord>> {
+    let path = dir(run).join(format!("{stage}.json"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    let record: StageRecord = read_json(&path)?;
+    if record.format_version > STAGE_FORMAT_VERSION {
+        return Err(Error::parse(
+            &path,
+            format!(
+                "format_version {} is newer than this mixforge reads ({STAGE_FORMAT_VERSION})",
+                record.format_version
+            ),
+        ));
+    }
+    Ok(Some(record))
+}
+
+/// The run card, when there is one.
+pub fn read_card(run: &Path) -> Result<Option<RunCard>> {
+    let path = dir(run).join("run.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_json(&path).map(Some)
+}
+
+/// Layout version of [`EvalFile`].
+pub const EVAL_FORMAT_VERSION: u32 = 1;
+
+/// `RUN/eval/eval.json`: the evaluation stage's results in lm-evaluation-harness's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalFile {
+    pub format_version: u32,
+    /// The checkpoint evaluated, relative to the run directory.
+    pub checkpoint: String,
+    pub rows: Vec<EvalRow>,
+}
+
+/// One (task, metric) result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRow {
+    /// `val/<domain>` for validation loss, else the task file's stem.
+    pub task: String,
+    /// `loss`, `perplexity`, `acc`, `acc_norm`.
+    pub metric: String,
+    pub value: f64,
+    /// Standard error of the mean over items; absent where it is not known (never a fake 0).
+    pub stderr: Option<f64>,
+    /// Items (or validation sequences) scored.
+    pub n: u64,
+    pub higher_is_better: bool,
+}

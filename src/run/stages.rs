@@ -1,0 +1,326 @@
+//! What each stage of `mixforge run` reads from the recipe and does, through the same code as
+//! the single commands (`corpus run`, `corpus shard`, `mix swarm`, `mix propose`, `train`,
+//! `eval`, `report`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use corpus::config::{PipelineConfig, Stages};
+use corpus::shards::ShardConfig;
+use reports::layout;
+use reports::stages::{EvalFile, EvalRow, StageMetric};
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::cli::{BudgetArgs, CapPolicyArg, MixProposeArgs, MixSwarmArgs, SurrogateArg, TrainArgs};
+use crate::commands;
+use crate::progress::Bars;
+use crate::recipe::Recipe;
+
+/// Whether the recipe runs `stage` (the index only when `[search]` asks for it).
+pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
+    match stage {
+        "index" => recipe.search.as_ref().is_some_and(|s| s.index),
+        _ => true,
+    }
+}
+
+/// The resolved recipe settings a stage depends on; their hash decides whether it reruns.
+pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
+    Ok(match stage {
+        "corpus" => {
+            json!({"sources": r.sources, "filter": r.filter, "dedup": r.dedup, "decontam": r.decontam, "batch_docs": r.batch_docs})
+        }
+        "shards" => json!({"shards": r.shards}),
+        "index" => json!({"search": r.search}),
+        // The budget the swarm and the proposal aim at is the training run's.
+        "swarm" => json!({"swarm": r.swarm, "target_tokens": r.train.target_tokens()}),
+        "propose" => json!({"propose": r.propose, "swarm": r.swarm, "target_tokens": r.train.target_tokens()}),
+        "train" => json!({"train": r.train}),
+        "eval" => json!({"eval": r.eval}),
+        "report" => json!({"report": r.report}),
+        other => bail!("unknown stage {other}"),
+    })
+}
+
+/// Files outside the run a stage reads, whose bytes are part of its inputs.
+pub fn external_inputs(stage: &str, r: &Recipe) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    match stage {
+        "corpus" => {
+            files.extend(corpus::ingest::expand_sources(&r.sources)?.into_iter().map(|f| f.path));
+            files.extend(r.decontam.iter().flat_map(|d| d.evals.iter().cloned()));
+        }
+        "shards" => files.extend(r.shards.as_ref().and_then(|s| s.tokenizer.clone())),
+        "swarm" | "propose" if !["natural", "uniform"].contains(&r.swarm.prior.as_str()) => {
+            files.push(PathBuf::from(&r.swarm.prior))
+        }
+        "eval" => files.extend(r.eval.tasks.iter().cloned()),
+        _ => {}
+    }
+    Ok(files)
+}
+
+fn metric(name: &str, value: f64, higher_is_better: Option<bool>) -> StageMetric {
+    StageMetric { name: name.to_string(), value, higher_is_better }
+}
+
+/// Runs one stage; what it prints goes to `log`. Returns its headline numbers.
+pub fn execute(stage: &str, ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    match stage {
+        "corpus" => corpus_stage(ctx, log),
+        "shards" => shards_stage(ctx, log),
+        "index" => {
+            let n = corpus::search::build_index(&ctx.path(layout::CORPUS), &ctx.path(layout::INDEX), &Bars::new())?;
+            writeln!(log, "indexed {n} documents")?;
+            Ok(vec![metric("documents indexed", n as f64, None)])
+        }
+        "swarm" => swarm_stage(ctx, log),
+        "propose" => propose_stage(ctx, log),
+        "train" => train_stage(ctx, log),
+        "eval" => eval_stage(ctx, log),
+        "report" => {
+            let written = reports::write(ctx.run, ctx.recipe.report.title.as_deref())?;
+            writeln!(log, "report: {}\nmarkdown: {}", written.html.display(), written.markdown.display())?;
+            Ok(vec![metric("figures", written.report.figures().len() as f64, None)])
+        }
+        other => bail!("unknown stage {other}"),
+    }
+}
+
+fn corpus_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let r = ctx.recipe;
+    let config = PipelineConfig {
+        sources: r.sources.clone(),
+        filter: r.filter.clone(),
+        dedup: r.dedup.clone(),
+        decontam: r.decontam.clone(),
+        stages: Stages::ALL,
+        strict: false,
+        out: ctx.path(layout::CORPUS),
+        batch_docs: r.batch_docs.unwrap_or(4096),
+    };
+    let report = corpus::pipeline::run(&config, &Bars::new())?;
+    log.write_all(commands::corpus::render_report(&report, &config).as_bytes())?;
+    let t = &report.manifest.accounting.totals;
+    Ok(vec![
+        metric("documents in", t.docs_in as f64, None),
+        metric("documents kept", t.docs_kept as f64, None),
+        metric("kept share (%)", 100.0 * t.docs_kept as f64 / t.docs_in.max(1) as f64, None),
+    ])
+}
+
+fn shards_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let s = ctx.recipe.shards.as_ref().context("the run needs a [shards] section")?;
+    let config = ShardConfig {
+        input: ctx.path(layout::CORPUS),
+        out: ctx.path(layout::SHARDS),
+        tokenizer: commands::shards::tokenizer_choice(s.tokenizer.as_deref(), s.vocab_size, s.sample_docs)?,
+        val_fraction: s.val_fraction,
+        split_seed: s.split_seed,
+        chunk_docs: s.chunk_docs,
+    };
+    let manifest = corpus::shards::write(&config, &Bars::new())?;
+    log.write_all(commands::shards::render_shards(&manifest, &config.out).as_bytes())?;
+    Ok(vec![
+        metric("tokens", manifest.total_tokens as f64, None),
+        metric("vocabulary", manifest.vocab_size as f64, None),
+    ])
+}
+
+fn budget(ctx: &Ctx) -> BudgetArgs {
+    let s = &ctx.recipe.swarm;
+    BudgetArgs {
+        shards: ctx.path(layout::SHARDS),
+        target_tokens: ctx.recipe.train.target_tokens(),
+        max_epochs: s.max_epochs,
+        min_weight: s.min_weight,
+        prior: s.prior.clone(),
+    }
+}
+
+fn swarm_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let s = &ctx.recipe.swarm;
+    let args = MixSwarmArgs {
+        budget: budget(ctx),
+        out: ctx.path(layout::SWARM),
+        runs: s.runs,
+        proxy_tokens: s.proxy_tokens,
+        concentrations: s.concentrations.clone(),
+        model: s.model.clone(),
+        seq_len: s.seq_len,
+        batch_size: s.batch_size,
+        lr: s.lr,
+        eval_sequences: s.eval_sequences,
+        task: Vec::new(),
+        task_limit: None,
+        jobs: 0,
+        seed: s.seed,
+    };
+    commands::mix::swarm(&args, ctx.threads, log)?;
+    let table = mixsim::RunsTable::read_csv(&args.out.join("runs.csv"))?;
+    let m = table.metric_position("avg_val_loss")?;
+    let best = table.rows.iter().map(|r| r.metrics[m]).fold(f64::INFINITY, f64::min);
+    Ok(vec![metric("proxy runs", table.rows.len() as f64, None), metric("best proxy mean val loss", best, Some(false))])
+}
+
+fn propose_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let p = &ctx.recipe.propose;
+    let surrogate = SurrogateArg::from_str(&p.surrogate, true).map_err(|_| {
+        anyhow::anyhow!("[propose] surrogate = {:?}: expected auto, gbdt, mixing-law, linear or ensemble", p.surrogate)
+    })?;
+    std::fs::create_dir_all(ctx.path(layout::PROPOSE))?;
+    let args = MixProposeArgs {
+        runs: ctx.path(layout::SWARM).join("runs.csv"),
+        budget: budget(ctx),
+        objective: p.objective.clone(),
+        surrogate,
+        bootstrap: p.bootstrap,
+        kl_weight: p.kl_weight,
+        risk: p.risk,
+        quantum_tokens: None,
+        seed: p.seed,
+        out: ctx.path(layout::PROPOSAL),
+    };
+    commands::mix::propose(&args, log)?;
+    let proposal = mixsim::Proposal::load(&args.out)?;
+    let cv: mixsim::model::CvFile = reports::stages::read_json(&ctx.path(layout::PROPOSAL_CV))?;
+    let rho = cv.metrics.iter().map(|m| m.spearman).sum::<f64>() / cv.metrics.len().max(1) as f64;
+    Ok(vec![
+        metric("predicted objective (proxy scale)", proposal.predicted_objective, Some(false)),
+        metric("surrogate CV Spearman (mean)", rho, Some(true)),
+    ])
+}
+
+fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let t = &ctx.recipe.train;
+    // The swarm ran its proxies on one libtorch thread each; training uses them all again.
+    let threads =
+        if ctx.threads > 0 { ctx.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    tch::set_num_threads(threads as i32);
+    let mix = match t.mix.as_str() {
+        "proposal" => ctx.path(layout::PROPOSAL),
+        "natural" | "uniform" => PathBuf::from(&t.mix),
+        other => bail!("[train] mix = {other:?}: expected proposal, natural or uniform"),
+    };
+    let args = TrainArgs {
+        model: t.model.clone(),
+        shards: ctx.path(layout::SHARDS),
+        mix: Some(mix),
+        steps: if t.tokens.is_some() { None } else { t.steps },
+        tokens: t.tokens,
+        out: ctx.path(layout::TRAIN),
+        teacher: None,
+        resume: ctx.resume,
+        batch_size: t.batch_size,
+        seq_len: t.seq_len,
+        grad_accum: t.grad_accum,
+        lr: t.lr,
+        warmup: t.warmup,
+        min_lr_ratio: t.min_lr_ratio,
+        weight_decay: t.weight_decay,
+        grad_clip: t.grad_clip,
+        seed: t.seed,
+        eval_every: t.eval_every,
+        eval_sequences: t.eval_sequences,
+        checkpoint_every: t.checkpoint_every,
+        keep_checkpoints: t.keep_checkpoints,
+        doc_mask: t.doc_mask,
+        reset_positions: t.reset_positions,
+        cap_policy: CapPolicyArg::Warn,
+        kd_temperature: 1.0,
+        ce_weight: 0.0,
+        device: t.device.clone(),
+    };
+    if args.steps.is_none() && args.tokens.is_none() {
+        bail!("[train] needs steps or tokens");
+    }
+    let outcome = commands::train::train_with(&args, &[], log)?;
+    let mean = outcome.val_loss.values().sum::<f64>() / outcome.val_loss.len().max(1) as f64;
+    Ok(vec![
+        metric("final train loss", outcome.final_train_loss, Some(false)),
+        metric("mean val loss", mean, Some(false)),
+        metric("tokens/s", outcome.tokens_per_s, Some(true)),
+    ])
+}
+
+fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let e = &ctx.recipe.eval;
+    let checkpoint = ctx.path(layout::TRAIN);
+    let (val, scores) = commands::train::score(
+        &checkpoint,
+        Some(&ctx.path(layout::SHARDS)),
+        e.eval_sequences,
+        &e.tasks,
+        e.limit,
+        &ctx.recipe.train.device,
+    )?;
+    commands::train::print_val(log, &val)?;
+    let mut rows = Vec::new();
+    for (domain, loss) in &val {
+        let n = e.eval_sequences as u64;
+        rows.push(EvalRow {
+            task: format!("val/{domain}"),
+            metric: "loss".into(),
+            value: *loss,
+            stderr: None,
+            n,
+            higher_is_better: false,
+        });
+        rows.push(EvalRow {
+            task: format!("val/{domain}"),
+            metric: "perplexity".into(),
+            value: loss.exp(),
+            stderr: None,
+            n,
+            higher_is_better: false,
+        });
+    }
+    let mut metrics = Vec::new();
+    if !val.is_empty() {
+        metrics.push(metric("mean val loss", val.values().sum::<f64>() / val.len() as f64, Some(false)));
+    }
+    for s in &scores {
+        let n = s.items as u64;
+        // The standard error of a mean of 0/1 outcomes (sample standard deviation / √n), as
+        // lm-evaluation-harness reports it.
+        let stderr = |p: f64| (n > 1).then(|| (p * (1.0 - p) / (n - 1) as f64).sqrt());
+        rows.push(EvalRow {
+            task: s.task.clone(),
+            metric: "acc".into(),
+            value: s.acc,
+            stderr: stderr(s.acc),
+            n,
+            higher_is_better: true,
+        });
+        if let Some(acc_norm) = s.acc_norm {
+            rows.push(EvalRow {
+                task: s.task.clone(),
+                metric: "acc_norm".into(),
+                value: acc_norm,
+                stderr: stderr(acc_norm),
+                n,
+                higher_is_better: true,
+            });
+        }
+        if let Some(ppl) = s.perplexity {
+            rows.push(EvalRow {
+                task: s.task.clone(),
+                metric: "perplexity".into(),
+                value: ppl,
+                stderr: None,
+                n,
+                higher_is_better: false,
+            });
+        }
+        writeln!(log, "{}: acc {:.4} over {} items", s.task, s.acc, s.items)?;
+        metrics.push(metric(&format!("{} acc", s.task), s.acc, Some(true)));
+    }
+    std::fs::create_dir_all(ctx.path("eval"))?;
+    let file =
+        EvalFile { format_version: reports::stages::EVAL_FORMAT_VERSION, checkpoint: layout::TRAIN.to_string(), rows };
+    corpus::atomic::write_json(&ctx.path(layout::EVAL), &file)?;
+    Ok(metrics)
+}
