@@ -303,7 +303,11 @@ impl Recipe {
         if recipe.train.tokens.is_some() {
             recipe.train.steps = None;
         }
-        Ok((recipe.with_paths_from(path.and_then(Path::parent).unwrap_or(Path::new("."))), text))
+        // Paths are made absolute, so the same recipe named another way (`./r.toml`, a full
+        // path) keys its stages the same.
+        let base = path.and_then(Path::parent).filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = base.canonicalize().with_context(|| format!("finding the recipe's folder {}", base.display()))?;
+        Ok((recipe.with_paths_from(&base), text))
     }
 
     /// Relative paths (sources, tokenizer, evaluation sets, tasks) taken from `base`.
@@ -320,6 +324,15 @@ impl Recipe {
             decontam.evals.iter_mut().for_each(rebase);
         }
         self.eval.tasks.iter_mut().for_each(rebase);
+        // Model configs and a prior given as files, not preset names.
+        for name in [&mut self.swarm.model, &mut self.train.model] {
+            if name.ends_with(".toml") && Path::new(name.as_str()).is_relative() {
+                *name = base.join(&*name).to_string_lossy().into_owned();
+            }
+        }
+        if self.swarm.prior.ends_with(".toml") && Path::new(&self.swarm.prior).is_relative() {
+            self.swarm.prior = base.join(&self.swarm.prior).to_string_lossy().into_owned();
+        }
         for source in &mut self.sources {
             for p in &mut source.paths {
                 if Path::new(p.as_str()).is_relative() {
@@ -401,7 +414,11 @@ mod tests {
         // The recipe's tokens replace the preset's steps; the preset's other values stay.
         assert_eq!((recipe.train.tokens, recipe.train.steps, recipe.train.seq_len), (Some(20000), None, 64));
         assert_eq!((recipe.train.lr, recipe.swarm.runs, recipe.swarm.proxy_tokens), (0.02, 5, 100_000));
-        assert_eq!(recipe.eval.tasks, [dir.join("t.jsonl")], "task paths are taken from the recipe's folder");
+        assert_eq!(
+            recipe.eval.tasks,
+            [dir.canonicalize().unwrap().join("t.jsonl")],
+            "task paths are taken from the recipe's folder"
+        );
         assert_eq!(recipe.train.target_tokens(), 20000usize.div_ceil(64 * 16) as u64 * 64 * 16);
         std::fs::write(&path, "[train]\nlearning_rate = 0.02\n").unwrap();
         let err = format!("{:#}", Recipe::load_layered(Some(&path), preset).unwrap_err());

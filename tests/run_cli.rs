@@ -114,13 +114,20 @@ fn flags_alone_run_every_stage_and_a_rerun_skips_them_all() {
         "summary and report path:\n{stdout}"
     );
 
-    let started = std::time::Instant::now();
     let again = mixforge(&args);
     let stderr = ok(&again);
     let (skipped, ran) = skipped_and_ran(&stderr);
     assert!(ran.is_empty(), "nothing reruns: {stderr}");
     assert_eq!(skipped.len(), 7, "{stderr}");
-    assert!(started.elapsed().as_secs() < 20, "a rerun of a finished run takes seconds");
+    // A directory that is not a run is never taken over.
+    let foreign = dir.join("foreign");
+    std::fs::create_dir_all(foreign.join("stages")).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let refused = mixforge(&["run", "--preset", "quick", "--source", &web, "--out", s(&foreign)]);
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("not a mixforge run directory")
+    );
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
 }
 
 #[test]
@@ -142,7 +149,14 @@ fn changing_one_value_reruns_exactly_that_stage_and_what_reads_it() {
     let stderr = ok(&run(&recipe(&dir, "[train]\nlr = 0.02\n[propose]\nrisk = 0.5\n"), &out, &["--from", "eval"]));
     let (_, ran) = skipped_and_ran(&stderr);
     assert_eq!(ran, ["eval", "report"], "{stderr}");
-    // An output changed by hand is not trusted.
+    // --from names a stage of this run.
+    let refused = run(&recipe(&dir, "[train]\nlr = 0.02\n[propose]\nrisk = 0.5\n"), &out, &["--from", "index"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--from index: not a stage of this run"));
+    // A file added beside a stage's outputs is not one of them; an output changed by hand is
+    // not trusted.
+    std::fs::write(out.join("propose/my-notes.txt"), "mine").unwrap();
+    let stderr = ok(&run(&recipe(&dir, "[train]\nlr = 0.02\n[propose]\nrisk = 0.5\n"), &out, &[]));
+    assert_eq!(skipped_and_ran(&stderr).1, Vec::<String>::new(), "{stderr}");
     std::fs::write(out.join("propose/proposal.utility.csv"), "edited\n").unwrap();
     let stderr = ok(&run(&recipe(&dir, "[train]\nlr = 0.02\n[propose]\nrisk = 0.5\n"), &out, &[]));
     assert!(stderr.contains("stage 4/7 propose: its outputs changed since it finished"), "{stderr}");
@@ -189,7 +203,9 @@ fn a_killed_run_resumes_and_ends_where_an_uninterrupted_one_does() {
     let out = dir.join("run");
     let recipe = recipe(&dir, "");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mixforge"))
-        .args(["run", s(&recipe), "--preset", "quick", "--out", s(&out)])
+        // One proxy at a time, so the swarm is surely killed halfway (the runs table is the
+        // same bytes whatever the number of proxies at once).
+        .args(["run", s(&recipe), "--preset", "quick", "--threads", "1", "--out", s(&out)])
         .current_dir(manifest_dir())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -315,6 +331,9 @@ fn markdown_report_matches_its_snapshot() {
                 .any(|p| l.starts_with(p))
         })
         .filter(|l| !l.contains("/shared/data/") && !l.contains("mixforge-cli-"))
+        // Which baseline comes closest, and whether within the spread, turns on the last
+        // digits of the proxies' losses too.
+        .filter(|l| !l.starts_with("Predicted objective (mean, proxy scale):"))
         .collect();
     let got = kept.join("\n") + "\n";
     let snapshot = manifest_dir().join("tests/snapshots/run-quick-report.md");

@@ -89,18 +89,24 @@ pub fn run(args: &PipelineArgs, threads: usize) -> Result<()> {
     if recipe.shards.is_none() {
         bail!("the run needs [shards] (a tokenizer or a vocab_size); the presets give one, so this is a mixforge bug");
     }
+    let active: Vec<&Stage> = STAGES.iter().filter(|s| stages::enabled(s.name, &recipe)).collect();
     if let Some(from) = &args.from
-        && !STAGES.iter().any(|s| s.name == from)
+        && !active.iter().any(|s| s.name == from)
     {
-        bail!("--from {from}: no such stage; the stages are {}", names().join(", "));
+        bail!(
+            "--from {from}: not a stage of this run; its stages are {}",
+            active.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
     }
     let run = &args.out;
-    corpus::atomic::check_replaceable(run, "mixforge run directory (no stages/)", |d| d.join("stages").is_dir())?;
+    // Stages remove and rewrite their own folders: only in a directory that is a run.
+    corpus::atomic::check_replaceable(run, "mixforge run directory (no stages/run.json)", |d| {
+        reports::stages::read_card(d).is_ok_and(|card| card.is_some())
+    })?;
     std::fs::create_dir_all(reports::stages::dir(run)).with_context(|| format!("creating {}", run.display()))?;
     let card = run_card(&recipe, &recipe_text, args, threads)?;
     corpus::atomic::write_json(&reports::stages::dir(run).join("run.json"), &card)?;
 
-    let active: Vec<&Stage> = STAGES.iter().filter(|s| stages::enabled(s.name, &recipe)).collect();
     let total = active.len();
     let started = Instant::now();
     let mut forced = false;
@@ -122,7 +128,10 @@ pub fn run(args: &PipelineArgs, threads: usize) -> Result<()> {
                     Mode::Fresh
                 }
             }
-            Some(_) => Mode::Continue,
+            // Killed or failed with the same inputs: the stages that can pick up where they
+            // stopped do; the others start again.
+            Some(_) if stages::resumable(stage.name) => Mode::Continue,
+            Some(_) => Mode::Fresh,
             None => Mode::Fresh,
         };
         if mode == Mode::Skip {
@@ -162,7 +171,9 @@ pub fn run(args: &PipelineArgs, threads: usize) -> Result<()> {
         corpus::atomic::write_file(&log_path, &log)?;
         match result {
             Ok(metrics) => {
-                record.metrics = metrics;
+                // A number that is not finite (no step ran, an overflow) is left out: JSON has
+                // no NaN, and the summary shows "–" where a stage has no value.
+                record.metrics = metrics.into_iter().filter(|m| m.value.is_finite()).collect();
                 record.outputs = record::hash_outputs(run, stage.owns)?;
                 record.outputs_digest = record::digest(&record.outputs);
                 record.status = Status::Done;
@@ -194,11 +205,6 @@ pub fn run(args: &PipelineArgs, threads: usize) -> Result<()> {
     writeln!(stdout, "\nrun finished in {:.1} s: {}", started.elapsed().as_secs_f64(), run.display())?;
     writeln!(stdout, "report: {}", run.join(reports::layout::REPORT).join("index.html").display())?;
     Ok(())
-}
-
-/// The stage names, in order.
-pub fn names() -> Vec<&'static str> {
-    STAGES.iter().map(|s| s.name).collect()
 }
 
 fn run_card(recipe: &Recipe, text: &str, args: &PipelineArgs, threads: usize) -> Result<RunCard> {

@@ -64,6 +64,11 @@ pub fn inputs(run: &Path, stage: &Stage, recipe: &Recipe) -> Result<BTreeMap<Str
             _ => bail!("stage {} reads stage {dep}, which has not finished", stage.name),
         }
     }
+    // The report shows the run card too.
+    if stage.name == "report" {
+        let card = reports::stages::dir(run).join("run.json");
+        inputs.insert("stages/run.json".to_string(), Hasher::file(&card)?);
+    }
     for path in stages::external_inputs(stage.name, recipe)? {
         inputs.insert(path.display().to_string(), Hasher::file(&path)?);
     }
@@ -97,10 +102,16 @@ pub fn digest(outputs: &BTreeMap<String, String>) -> String {
     Hasher::json(outputs)
 }
 
-/// Whether a finished stage's outputs are still exactly what it wrote.
+/// Whether every file a finished stage wrote is still there with the bytes it wrote (files
+/// added beside them are not its outputs and do not count).
 pub fn outputs_intact(run: &Path, record: &StageRecord) -> Result<bool> {
-    let owns = STAGES.iter().find(|s| s.name == record.stage).map_or("", |s| s.owns);
-    Ok(hash_outputs(run, owns)? == record.outputs)
+    for (rel, hash) in &record.outputs {
+        let path = run.join(rel);
+        if !path.is_file() || Hasher::file(&path)? != *hash {
+            return Ok(false);
+        }
+    }
+    Ok(!record.outputs.is_empty())
 }
 
 /// Writes `RUN/stages/<stage>.json` atomically.

@@ -27,6 +27,12 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
     }
 }
 
+/// Stages that continue an interrupted attempt over what it left (shard chunks, finished
+/// proxies, checkpoints); the others start again.
+pub fn resumable(stage: &str) -> bool {
+    matches!(stage, "shards" | "swarm" | "train")
+}
+
 /// The resolved recipe settings a stage depends on; their hash decides whether it reruns.
 pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
     Ok(match stage {
@@ -54,13 +60,24 @@ pub fn external_inputs(stage: &str, r: &Recipe) -> Result<Vec<PathBuf>> {
             files.extend(r.decontam.iter().flat_map(|d| d.evals.iter().cloned()));
         }
         "shards" => files.extend(r.shards.as_ref().and_then(|s| s.tokenizer.clone())),
-        "swarm" | "propose" if !["natural", "uniform"].contains(&r.swarm.prior.as_str()) => {
-            files.push(PathBuf::from(&r.swarm.prior))
+        "swarm" | "propose" => {
+            if !["natural", "uniform"].contains(&r.swarm.prior.as_str()) {
+                files.push(PathBuf::from(&r.swarm.prior));
+            }
+            if stage == "swarm" {
+                files.extend(model_file(&r.swarm.model));
+            }
         }
+        "train" => files.extend(model_file(&r.train.model)),
         "eval" => files.extend(r.eval.tasks.iter().cloned()),
         _ => {}
     }
     Ok(files)
+}
+
+/// A model given as a config file (not a preset name): its bytes are an input.
+fn model_file(model: &str) -> Option<PathBuf> {
+    train::ModelConfig::preset(model).is_err().then(|| PathBuf::from(model))
 }
 
 fn metric(name: &str, value: f64, higher_is_better: Option<bool>) -> StageMetric {
@@ -260,6 +277,7 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     commands::train::print_val(log, &val)?;
     let mut rows = Vec::new();
     for (domain, loss) in &val {
+        // `n` is the most sequences scored per domain; a small domain may have fewer.
         let n = e.eval_sequences as u64;
         rows.push(EvalRow {
             task: format!("val/{domain}"),
@@ -318,6 +336,9 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         writeln!(log, "{}: acc {:.4} over {} items", s.task, s.acc, s.items)?;
         metrics.push(metric(&format!("{} acc", s.task), s.acc, Some(true)));
     }
+    // JSON has no NaN or infinity: a value that is not finite (an overflowing perplexity) is
+    // left out rather than written as a null the reader would refuse.
+    rows.retain(|r| r.value.is_finite());
     std::fs::create_dir_all(ctx.path("eval"))?;
     let file =
         EvalFile { format_version: reports::stages::EVAL_FORMAT_VERSION, checkpoint: layout::TRAIN.to_string(), rows };

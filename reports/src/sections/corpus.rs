@@ -122,18 +122,18 @@ fn dropped(c: &Counts, prefix: &str) -> u64 {
     c.dropped.iter().filter(|(r, _)| r.starts_with(prefix)).map(|(_, n)| n).sum()
 }
 
-/// Documents remaining after each step, as a share of those read: in → rules → dedup →
-/// decontamination (= kept).
+/// Documents remaining after each step, as a share of those read, in the order the pipeline
+/// applies them: rules and decontamination in pass 1, then dedup among what is left.
 fn funnel(a: &Accounting, domains: &[String]) -> Result<Block> {
-    let steps = ["read", "after quality rules", "after dedup", "kept (after decontamination)"];
+    let steps = ["read", "after quality rules", "after decontamination", "kept (after dedup)"];
     let mut csv = Csv::new(&["domain", "step", "docs", "percent_of_read"]);
     let mut series: Vec<(String, Vec<f64>)> = steps.iter().map(|s| (s.to_string(), Vec::new())).collect();
     for d in domains {
         let c = &a.domains[d];
         let after_rules = c.docs_in - dropped(c, "filter:");
-        let after_dedup = after_rules - dropped(c, "exact_dup") - dropped(c, "near_dup");
-        let kept = after_dedup - dropped(c, "contaminated:");
-        for (k, n) in [c.docs_in, after_rules, after_dedup, kept].into_iter().enumerate() {
+        let after_decontam = after_rules - dropped(c, "contaminated:");
+        let kept = after_decontam - dropped(c, "exact_dup") - dropped(c, "near_dup");
+        for (k, n) in [c.docs_in, after_rules, after_decontam, kept].into_iter().enumerate() {
             let pct = if c.docs_in == 0 { 0.0 } else { 100.0 * n as f64 / c.docs_in as f64 };
             csv.row(&[Cell::S(d), Cell::S(steps[k]), Cell::U(n), Cell::F(pct)]);
             series[k].1.push(pct);
@@ -142,7 +142,7 @@ fn funnel(a: &Accounting, domains: &[String]) -> Result<Block> {
     let svg = plot::bars("Filter funnel: documents left after each step", "% of documents read", domains, &series)?;
     Ok(figure(
         "corpus-funnel",
-        "Share of each domain's documents left after the quality rules (in drop mode), exact and near dedup, and decontamination.",
+        "Share of each domain's documents left after the quality rules (those in drop mode), decontamination, and exact and near dedup.",
         svg,
         csv.finish(),
     ))
@@ -235,7 +235,9 @@ fn signal_figures(path: &Path, domains: &[String]) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
     let mut svgs = Vec::new();
     for (signal, label, log) in SIGNALS {
-        let values = &profile.numbers[signal];
+        let Some(values) = profile.numbers.get(signal) else {
+            continue;
+        };
         let mut rows = Vec::new();
         for d in domains {
             let mut v: Vec<f64> =
@@ -284,10 +286,23 @@ fn examples(path: &Path) -> Result<Vec<Block>> {
         return Ok(Vec::new());
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut rows = Vec::new();
-    let mut csv = Csv::new(&["domain", "reason", "doc_id", "source_id", "excerpt"]);
+    let mut examples = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let e: Example = serde_json::from_str(line).map_err(|e| Error::parse(path, format!("line {}: {e}", i + 1)))?;
+        examples.push(e);
+    }
+    // Documents a run removed first, then those a rule only flagged; the data file in the same order.
+    examples.sort_by(|a, b| {
+        (a.reason.starts_with("flagged:"), &a.reason, &a.domain, &a.doc_id).cmp(&(
+            b.reason.starts_with("flagged:"),
+            &b.reason,
+            &b.domain,
+            &b.doc_id,
+        ))
+    });
+    let mut rows = Vec::new();
+    let mut csv = Csv::new(&["domain", "reason", "doc_id", "source_id", "excerpt"]);
+    for e in &examples {
         // The page shows the start of the text on a line or two; the data file has the excerpt.
         let flat = e.excerpt.split_whitespace().collect::<Vec<_>>().join(" ");
         let short: String =
@@ -301,8 +316,6 @@ fn examples(path: &Path) -> Result<Vec<Block>> {
         ]);
         rows.push(vec![e.reason.clone(), e.domain.clone(), e.doc_id.clone(), short]);
     }
-    // Documents a run removed first, then those a rule only flagged.
-    rows.sort_by(|a, b| (a[0].starts_with("flagged:"), a).cmp(&(b[0].starts_with("flagged:"), b)));
     if rows.is_empty() {
         return Ok(vec![Block::Text("No document was removed or flagged.".into())]);
     }

@@ -15,14 +15,11 @@ pub fn figure(id: &str, caption: impl Into<String>, svg: String, data: String) -
     Block::Figure(Figure { id: id.to_string(), caption: caption.into(), svg, data: DataFile { name, contents: data } })
 }
 
-/// A number for a table cell: integers without decimals, others with `digits` significant
-/// decimals.
+/// A measured number with `digits` decimals, always (so a value at a bound, 0 or 1, reads as
+/// a measurement like its neighbours); "–" when not finite.
 pub fn num(v: f64, digits: usize) -> String {
     if !v.is_finite() {
         return "–".to_string();
-    }
-    if v == v.trunc() && v.abs() < 1e15 {
-        return format!("{}", v as i64);
     }
     format!("{v:.digits$}")
 }

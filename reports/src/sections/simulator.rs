@@ -176,14 +176,50 @@ fn proposal(p: &Proposal) -> Result<Vec<Block>> {
             domains.iter().map(|d| p.leave_one_out.get(d).copied().unwrap_or(f64::NAN)).collect(),
         ),
     ];
-    let svg =
-        plot::bars("Per-domain utility and leave-one-out Δ (predicted objective)", "Δ objective", &domains, &series)?;
+    let svg = plot::bars(
+        "Per-domain utility and drop Δ (predicted objective)",
+        "positive: the domain helps",
+        &domains,
+        &series,
+    )?;
     blocks.push(figure(
         "proposal-utility",
-        "On the predicted objective: a positive utility means moving weight to the domain lowers (improves) it; a positive drop Δ means removing the domain raises (hurts) it.",
+        "Both on the predicted objective, both positive when the domain helps: utility is the improvement per unit of weight moved to the domain (a slope); drop Δ is how much the objective worsens when the domain is removed and its weight spread over the others (a difference, in the objective's units).",
         svg,
         ucsv.finish(),
     ));
+    // Plainly: is the proposal predicted to beat the baselines, and by more than the spread?
+    let best = BASELINES
+        .iter()
+        .filter_map(|b| p.baselines.get(*b).map(|x| (*b, x.objective)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((name, objective)) = best {
+        let gap = objective - p.predicted_objective;
+        let spread = p
+            .objective_std
+            .map_or(String::new(), |s| format!(" (bootstrap std of the proposal's objective {})", num(s, 4)));
+        let verdict = match p.objective_std {
+            _ if gap <= 0.0 => format!(
+                "the best baseline, {name}, is predicted as good or better ({} against the proposal's {})",
+                num(objective, 4),
+                num(p.predicted_objective, 4)
+            ),
+            Some(s) if gap < s => format!(
+                "the proposal is predicted {} better than the best baseline, {name}: less than the spread{spread}, so the swarm cannot tell them apart",
+                num(gap, 4)
+            ),
+            _ => format!("the proposal is predicted {} better than the best baseline, {name}{spread}", num(gap, 4)),
+        };
+        let risk = if p.risk > 0.0 {
+            format!(
+                " The search minimised the predicted mean + {} × its bootstrap std, which favours mixtures the swarm has evidence for over a lower but less certain mean.",
+                p.risk
+            )
+        } else {
+            String::new()
+        };
+        blocks.push(Block::Text(format!("Predicted objective (mean, proxy scale): {verdict}.{risk}")));
+    }
     // Predicted metrics with intervals, for the proposal and each baseline.
     let mut pcsv = Csv::new(&["mixture", "metric", "predicted", "interval_low", "interval_high"]);
     let mut prow = Vec::new();

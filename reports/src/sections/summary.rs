@@ -34,7 +34,13 @@ pub fn section(run: &Run) -> Result<Option<Section>> {
         for r in &run.records {
             match r.metrics.iter().find(|m| m.name == *name) {
                 Some(m) => {
-                    row.push(num(m.value, if m.value.abs() >= 100.0 { 1 } else { 4 }));
+                    // Counts (no direction, whole) read as counts; measurements keep their decimals.
+                    let count = m.higher_is_better.is_none() && m.value == m.value.trunc() && m.value.abs() < 1e15;
+                    row.push(if count {
+                        format!("{}", m.value as i64)
+                    } else {
+                        num(m.value, if m.value.abs() >= 100.0 { 1 } else { 4 })
+                    });
                     let dir = match better {
                         Some(true) => "true",
                         Some(false) => "false",
