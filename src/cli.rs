@@ -47,6 +47,11 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Write a checkpoint as a Hugging Face directory (MinistralForCausalLM) that transformers loads.
     Export(ExportArgs),
+    /// Merge checkpoints of one model by weighted parameter averaging (linear, task arithmetic,
+    /// TIES) into a new checkpoint.
+    ///
+    /// Example: mixforge merge --checkpoint runs/code --checkpoint runs/math --weights 0.6,0.4 --out runs/merged
+    Merge(MergeArgs),
     /// Model configurations.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -84,8 +89,16 @@ pub struct ModelParamsArgs {
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Model preset name or config TOML; the vocabulary follows the shards' tokenizer.
-    #[arg(long, default_value = "tiny")]
+    #[arg(long, default_value = "tiny", conflicts_with = "init")]
     pub model: String,
+    /// Start from this checkpoint's weights (a mixforge run or step directory, or a Hugging Face
+    /// directory) with a fresh optimizer and schedule; its model config is used, and the
+    /// lineage (parent, its fingerprint, the phase) is recorded in the run.
+    #[arg(long, value_name = "CKPT")]
+    pub init: Option<PathBuf>,
+    /// What this run is, recorded in its checkpoints (pretrain, anneal, long-context, …).
+    #[arg(long, default_value = "pretrain")]
+    pub phase: String,
     /// Token shards written by `corpus shard` / `corpus run`.
     #[arg(long)]
     pub shards: PathBuf,
@@ -720,4 +733,36 @@ pub enum PresetArg {
 pub struct ReportArgs {
     /// The run directory (from `mixforge run`).
     pub run: PathBuf,
+}
+
+/// `merge` flags.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// A checkpoint to merge (run or step directory); repeatable.
+    #[arg(long = "checkpoint", required = true)]
+    pub checkpoints: Vec<PathBuf>,
+    /// One weight per checkpoint, comma-separated (default: equal weights summing to 1).
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Vec<f64>,
+    /// linear: Σ wᵢ θᵢ; task-arithmetic: base + Σ wᵢ (θᵢ − base); ties: trimmed, sign-elected
+    /// task vectors.
+    #[arg(long, value_enum, default_value_t = MergeMethodArg::Linear)]
+    pub method: MergeMethodArg,
+    /// The common ancestor (task-arithmetic, ties).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// TIES: the share of each task vector's entries kept, by magnitude.
+    #[arg(long, default_value_t = 0.5)]
+    pub density: f64,
+    /// Where the merged checkpoint goes (a run directory: checkpoints/step-00000000).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Merge methods.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MergeMethodArg {
+    Linear,
+    TaskArithmetic,
+    Ties,
 }

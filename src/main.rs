@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Eval(args) => commands::train::eval(&args),
         cli::Command::Generate(args) => commands::train::generate(&args),
         cli::Command::Export(args) => commands::train::export(&args),
+        cli::Command::Merge(args) => commands::train::merge(&args),
         cli::Command::Model(command) => commands::train::model(command),
         cli::Command::Doctor => commands::train::doctor(),
     };

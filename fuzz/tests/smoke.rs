@@ -5,7 +5,10 @@
 use std::process::Command;
 
 fn fuzz(args: &[&str]) -> std::process::Output {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..");
     Command::new(env!("CARGO_BIN_EXE_mixforge-fuzz")).args(args).current_dir(root).output().unwrap()
 }
 

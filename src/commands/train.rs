@@ -225,6 +225,8 @@ fn setting(id: &str, c: &TrainConfig) -> Result<serde_json::Value> {
         "cap_policy" => v(c.loader.cap_policy)?,
         "kd_temperature" => v(c.kd.temperature)?,
         "ce_weight" => v(c.kd.ce_weight)?,
+        "init" => v(c.init.as_ref().map(|l| l.parents.iter().map(|p| p.path.clone()).collect::<Vec<_>>()))?,
+        "phase" => v(&c.phase)?,
         other => bail!("--{} cannot be checked against a resumed run", other.replace('_', "-")),
     })
 }
@@ -234,8 +236,26 @@ fn setting(id: &str, c: &TrainConfig) -> Result<serde_json::Value> {
 fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
     let shards_dir = args.shards.canonicalize().with_context(|| format!("shards {}", args.shards.display()))?;
     let shards = Shards::open(&shards_dir)?;
-    let mut model = ModelConfig::resolve(&args.model)?;
-    model.vocab_size = shards.manifest().vocab_size as usize;
+    let (model, init) = match &args.init {
+        Some(path) => {
+            let (model, tokenizer) = parent_model(path)?;
+            let ours = std::fs::read(shards.tokenizer_path())?;
+            if ours != tokenizer {
+                bail!(
+                    "--init {}: its tokenizer differs from the shards' ({}); train from it on shards made with its tokenizer",
+                    path.display(),
+                    shards.tokenizer_path().display()
+                );
+            }
+            let parent = checkpoint::Parent::of(path, None)?;
+            (model, Some(checkpoint::Lineage { parents: vec![parent], method: None }))
+        }
+        None => {
+            let mut model = ModelConfig::resolve(&args.model)?;
+            model.vocab_size = shards.manifest().vocab_size as usize;
+            (model, None)
+        }
+    };
     let mixture = match &args.mix {
         None => Mixture::natural(&shards),
         Some(p) if p.as_os_str() == "natural" => Mixture::natural(&shards),
@@ -290,7 +310,53 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
         seed: args.seed,
         shards_ref: Default::default(),
         teacher_ref: Default::default(),
+        phase: args.phase.clone(),
+        init,
     })
+}
+
+/// The model config and tokenizer bytes of a checkpoint (mixforge or Hugging Face).
+fn parent_model(path: &Path) -> Result<(ModelConfig, Vec<u8>)> {
+    if path.join("config.json").exists() && !path.join("state.json").exists() {
+        let tokenizer = path.join("tokenizer.json");
+        return Ok((
+            hf::read_hf_config(&path.join("config.json"))?,
+            std::fs::read(&tokenizer).with_context(|| format!("reading {}", tokenizer.display()))?,
+        ));
+    }
+    let dir = checkpoint::resolve(path)?;
+    let state = checkpoint::read_state(&dir)?;
+    let tokenizer = dir.join("tokenizer.json");
+    Ok((state.config.model, std::fs::read(&tokenizer).with_context(|| format!("reading {}", tokenizer.display()))?))
+}
+
+/// `merge`.
+pub fn merge(args: &crate::cli::MergeArgs) -> Result<()> {
+    use crate::cli::MergeMethodArg;
+    use train::merge::{MergeSpec, Method};
+    let n = args.checkpoints.len();
+    let weights = if args.weights.is_empty() { vec![1.0 / n as f64; n] } else { args.weights.clone() };
+    let method = match args.method {
+        MergeMethodArg::Linear => Method::Linear,
+        MergeMethodArg::TaskArithmetic => Method::TaskArithmetic,
+        MergeMethodArg::Ties => Method::Ties { density: args.density },
+    };
+    // Only a merge replaces a merge; a training run is never overwritten.
+    corpus::atomic::check_replaceable(&args.out, "merged checkpoint (a training run has metrics.jsonl)", |d| {
+        !d.join("metrics.jsonl").exists()
+            && checkpoint::resolve(d).and_then(|s| checkpoint::read_state(&s)).is_ok_and(|s| s.config.phase == "merge")
+    })?;
+    let spec =
+        MergeSpec { checkpoints: args.checkpoints.clone(), weights: weights.clone(), method, base: args.base.clone() };
+    let dir = train::merge::merge(&spec, &args.out).with_context(|| format!("merging into {}", args.out.display()))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "merged {n} checkpoints ({}, weights {:?}) → {}",
+        method.name(),
+        weights,
+        dir.display()
+    )?;
+    Ok(())
 }
 
 pub fn print_val(out: &mut dyn Write, val: &std::collections::BTreeMap<String, f64>) -> Result<()> {

@@ -224,6 +224,8 @@ fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     };
     let args = TrainArgs {
         model: t.model.clone(),
+        init: None,
+        phase: "pretrain".into(),
         shards: ctx.path(layout::SHARDS),
         mix: Some(mix),
         steps: if t.tokens.is_some() { None } else { t.steps },

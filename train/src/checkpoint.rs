@@ -153,6 +153,48 @@ pub fn prune(run: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
+/// Where a run's first weights came from (`train --init`, `merge`): the parent checkpoints
+/// with their fingerprints, and how they were combined.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The checkpoints (step or Hugging Face directories) the weights came from.
+    pub parents: Vec<Parent>,
+    /// How several parents were combined (`linear`, `task-arithmetic`, `ties`); absent for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// One parent of a run's weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parent {
+    /// The step directory (or HF directory) as it was when the run started.
+    pub path: PathBuf,
+    /// xxh3-64 (hex) of its weights file.
+    pub weights_xxh3: String,
+    /// The phase that produced it, when it is a mixforge checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Its weight in a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+impl Parent {
+    /// Describes the checkpoint at `path` (a run, step or HF directory).
+    pub fn of(path: &Path, weight: Option<f64>) -> Result<Parent> {
+        let dir = if path.join("config.json").exists() && !path.join("state.json").exists() {
+            path.to_path_buf()
+        } else {
+            resolve(path)?
+        };
+        let weights = dir.join("model.safetensors");
+        let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
+        let phase = read_state(&dir).ok().map(|s| s.config.phase);
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Ok(Parent { path: dir, weights_xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)), phase, weight })
+    }
+}
+
 /// How a run finds an input (its shards, its teacher) again after the run or the input moved:
 /// the path relative to the run directory, and a fingerprint to check that what is found
 /// there is what the run started with.

@@ -208,6 +208,20 @@ impl ModelConfig {
     }
 }
 
+/// The first field in which two model configs differ, as `field: a vs b` (for errors).
+pub fn first_difference(a: &ModelConfig, b: &ModelConfig) -> String {
+    let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (key, va) in a {
+            let vb = b.get(key).cloned().unwrap_or_default();
+            if *va != vb {
+                return format!("{key}: {va} vs {vb}");
+            }
+        }
+    }
+    "no field differs".to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

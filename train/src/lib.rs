@@ -12,6 +12,7 @@ pub mod eval;
 pub mod generate;
 pub mod hf;
 pub mod loss;
+pub mod merge;
 pub mod model;
 pub mod optim;
 pub mod params;

@@ -95,6 +95,8 @@ pub fn run(spec: &ProxySpec) -> Result<ProxyResult> {
         seed: spec.seed,
         shards_ref: Default::default(),
         teacher_ref: Default::default(),
+        phase: "proxy".into(),
+        init: None,
     };
     let mut trainer = Trainer::new(config, None, Device::Cpu)?;
     let outcome = trainer.train(false)?;

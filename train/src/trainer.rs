@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::checkpoint::{self, InputRef, State};
+use crate::checkpoint::{self, InputRef, Lineage, State};
 use crate::config::ModelConfig;
 use crate::data::{Loader, LoaderConfig, Mixture};
 use crate::hf;
@@ -51,6 +51,17 @@ pub struct TrainConfig {
     /// How a moved run finds its teacher again.
     #[serde(default)]
     pub teacher_ref: InputRef,
+    /// What the run is (`pretrain`, `anneal`, `merge`, …): recorded for lineage.
+    #[serde(default = "default_phase")]
+    pub phase: String,
+    /// The checkpoint(s) the first weights came from (`train --init`); absent: random weights
+    /// from `seed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Lineage>,
+}
+
+fn default_phase() -> String {
+    "pretrain".to_string()
 }
 
 impl TrainConfig {
@@ -85,8 +96,31 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run. With `run`, metrics and checkpoints go there.
-    pub fn new(mut config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+    /// A fresh run. With `run`, metrics and checkpoints go there. With `config.init`, the
+    /// weights start from its (single) parent, with a fresh optimizer and schedule.
+    pub fn new(config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+        let trainer = Trainer::build(config, run, device)?;
+        if let Some(init) = &trainer.config.init {
+            let [parent] = init.parents.as_slice() else {
+                return Err(Error::Config("a run starts from one checkpoint (merge several first)".into()));
+            };
+            let loaded = hf::load_any(&parent.path, device, false)?;
+            if loaded.model.config != trainer.config.model {
+                return Err(Error::Config(format!(
+                    "{}: its model config differs from the run's ({})",
+                    parent.path.display(),
+                    crate::config::first_difference(&loaded.model.config, &trainer.config.model)
+                )));
+            }
+            let tensors: BTreeMap<String, Tensor> =
+                loaded.model.params.named().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+            trainer.model.params.load(&tensors, &parent.path.display().to_string())?;
+        }
+        Ok(trainer)
+    }
+
+    /// The model (random from `seed`), optimizer, loader and teacher of a run.
+    fn build(mut config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
         if let Some(run) = run {
             refuse_used_run(run)?;
             config.shards_ref = InputRef::of(&config.shards, run);
@@ -166,7 +200,8 @@ impl Trainer {
     }
 
     fn new_without_metrics(config: TrainConfig, run: &Path, device: Device) -> Result<Trainer> {
-        let mut t = Trainer::new(config, None, device)?;
+        // The weights come from the run's own checkpoint, not from its parent.
+        let mut t = Trainer::build(config, None, device)?;
         t.run = Some(run.to_path_buf());
         Ok(t)
     }

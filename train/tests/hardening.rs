@@ -18,7 +18,9 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn shared(path: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(path);
+    let p = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../shared/data")
+        .join(path);
     assert!(p.exists(), "{} is missing: this test reads ../shared/data", p.display());
     p
 }

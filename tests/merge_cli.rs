@@ -1,0 +1,255 @@
+//! `mixforge merge` and `train --init` on tiny checkpoints trained on the demo shards: merges
+//! against float64 references computed here, lineage, and refusals that name the tensor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use tch::{Kind, Tensor};
+
+use crate::common::{demo_shards, manifest_dir, scratch};
+
+fn mixforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "mixforge failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny run of a few steps: `seed` sets its weights; `init` starts it from a checkpoint.
+fn train(out: &Path, seed: u64, init: Option<&Path>) {
+    let seed = seed.to_string();
+    let mut args = vec![
+        "train",
+        "--shards",
+        s(demo_shards()),
+        "--steps",
+        "3",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--eval-sequences",
+        "2",
+        "--seed",
+        &seed,
+        "--out",
+        s(out),
+    ];
+    if let Some(init) = init {
+        args.extend(["--init", s(init), "--phase", "anneal", "--lr", "1e-5"]);
+    } else {
+        args.extend(["--model", "tiny"]);
+    }
+    ok(mixforge(&args));
+}
+
+/// Three tiny checkpoints: a base and two runs from it (the "specialists").
+fn runs() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static RUNS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let dir = scratch("merge-runs");
+        let (base, a, b) = (dir.join("base"), dir.join("a"), dir.join("b"));
+        train(&base, 0, None);
+        train(&a, 1, Some(&base));
+        train(&b, 2, Some(&base));
+        (base, a, b)
+    })
+}
+
+fn weights(run: &Path) -> BTreeMap<String, Tensor> {
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let file = run.join("checkpoints").join(latest.trim()).join("model.safetensors");
+    Tensor::read_safetensors(&file).unwrap().into_iter().collect()
+}
+
+fn merge(name: &str, args: &[&str]) -> BTreeMap<String, Tensor> {
+    let out = scratch(&format!("merge-{name}")).join("m");
+    let mut all = vec!["merge"];
+    all.extend(args);
+    all.extend(["--out", s(&out)]);
+    ok(mixforge(&all));
+    weights(&out)
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+#[test]
+fn one_hot_weights_and_identical_inputs_give_back_the_checkpoint_bit_for_bit() {
+    let (_, a, b) = runs();
+    let first = weights(a);
+    for merged in [
+        merge("one-hot", &["--checkpoint", s(a), "--checkpoint", s(b), "--weights", "1,0"]),
+        merge("same", &["--checkpoint", s(a), "--checkpoint", s(a)]),
+    ] {
+        assert_eq!(merged.len(), first.len());
+        for (name, t) in &first {
+            assert!(merged[name].equal(t), "{name} changed");
+        }
+    }
+}
+
+#[test]
+fn linear_and_task_arithmetic_equal_float64_references() {
+    let (base, a, b) = runs();
+    let (wb, wa, wbb) = (weights(base), weights(a), weights(b));
+    let linear = merge("linear", &["--checkpoint", s(a), "--checkpoint", s(b), "--weights", "0.3,0.7"]);
+    let arithmetic = merge(
+        "arithmetic",
+        &[
+            "--checkpoint",
+            s(a),
+            "--checkpoint",
+            s(b),
+            "--weights",
+            "0.3,0.7",
+            "--method",
+            "task-arithmetic",
+            "--base",
+            s(base),
+        ],
+    );
+    for (name, ta) in &wa {
+        let reference = (ta.to_kind(Kind::Double) * 0.3 + wbb[name].to_kind(Kind::Double) * 0.7).to_kind(Kind::Float);
+        assert!(linear[name].equal(&reference), "linear {name}");
+        // With weights summing to 1, base + Σ w (θ − base) is the linear merge (to rounding).
+        assert!(max_abs_diff(&arithmetic[name], &reference) < 1e-6, "task arithmetic {name}");
+        assert!(wb.contains_key(name));
+    }
+}
+
+/// TIES on plain numbers: trim each task vector to its `density` largest magnitudes (ties at
+/// the threshold kept), elect the
+/// sign of the weighted sum, average the agreeing entries by weight.
+fn ties_reference(base: &[f64], tasks: &[Vec<f64>], weights: &[f64], density: f64) -> Vec<f64> {
+    let n = base.len();
+    let k = ((density * n as f64).ceil() as usize).clamp(1, n);
+    let trimmed: Vec<Vec<f64>> = tasks
+        .iter()
+        .map(|t| {
+            let tau: Vec<f64> = t.iter().zip(base).map(|(x, b)| x - b).collect();
+            let mut sizes: Vec<f64> = tau.iter().map(|x| x.abs()).collect();
+            sizes.sort_by(|a, b| b.total_cmp(a));
+            let threshold = sizes[k - 1];
+            // Every entry tied at the threshold is kept.
+            tau.iter().map(|x| if x.abs() >= threshold { *x } else { 0.0 }).collect()
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let total: f64 = trimmed.iter().zip(weights).map(|(t, w)| t[i] * w).sum();
+            let (mut num, mut den) = (0.0, 0.0);
+            for (t, w) in trimmed.iter().zip(weights) {
+                let v = t[i] * w;
+                if v != 0.0 && v.signum() == total.signum() {
+                    num += v;
+                    den += w;
+                }
+            }
+            base[i] + if den != 0.0 { num / den } else { 0.0 }
+        })
+        .collect()
+}
+
+#[test]
+fn ties_equals_a_direct_reference() {
+    let (base, a, b) = runs();
+    let (wb, wa, wbb) = (weights(base), weights(a), weights(b));
+    let merged = merge(
+        "ties",
+        &[
+            "--checkpoint",
+            s(a),
+            "--checkpoint",
+            s(b),
+            "--weights",
+            "0.6,0.4",
+            "--method",
+            "ties",
+            "--base",
+            s(base),
+            "--density",
+            "0.3",
+        ],
+    );
+    let vec = |t: &Tensor| -> Vec<f64> { Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap() };
+    // The small tensors (norms, and one projection) in full.
+    let mut checked = 0;
+    for (name, t) in wa.iter().filter(|(_, t)| t.numel() <= 70_000) {
+        let want = ties_reference(&vec(&wb[name]), &[vec(t), vec(&wbb[name])], &[0.6, 0.4], 0.3);
+        let got = vec(&merged[name]);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-3), "{name}[{i}]: {g} vs {w}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "checked {checked} tensors");
+}
+
+#[test]
+fn init_records_lineage_and_merges_refuse_what_does_not_fit() {
+    let (base, a, _) = runs();
+    let latest = std::fs::read_to_string(a.join("checkpoints/latest")).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("checkpoints").join(latest.trim()).join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["config"]["phase"], "anneal");
+    let parent = &state["config"]["init"]["parents"][0];
+    assert!(parent["path"].as_str().unwrap().contains("base"), "{parent}");
+    assert_eq!(parent["phase"], "pretrain");
+    assert_eq!(parent["weights_xxh3"].as_str().unwrap().len(), 16);
+    // --init with --model: one or the other.
+    let both = mixforge(&[
+        "train",
+        "--shards",
+        s(demo_shards()),
+        "--steps",
+        "1",
+        "--init",
+        s(base),
+        "--model",
+        "tiny",
+        "--out",
+        "/tmp/never",
+    ]);
+    assert!(!both.status.success());
+    // A model of another shape is refused, naming the field.
+    let dir = scratch("merge-refuse");
+    let config = manifest_dir().join("tests/fixtures/wide-tiny.toml");
+    let other = dir.join("other");
+    ok(mixforge(&[
+        "train",
+        "--shards",
+        s(demo_shards()),
+        "--steps",
+        "1",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--eval-sequences",
+        "2",
+        "--model",
+        s(&config),
+        "--out",
+        s(&other),
+    ]));
+    let refused = mixforge(&["merge", "--checkpoint", s(a), "--checkpoint", s(&other), "--out", s(&dir.join("m"))]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("different models") && stderr.contains("d_model"), "{stderr}");
+    // Task arithmetic without its base says so.
+    let no_base = mixforge(&["merge", "--checkpoint", s(a), "--method", "ties", "--out", s(&dir.join("m2"))]);
+    assert!(String::from_utf8_lossy(&no_base.stderr).contains("needs --base"));
+    // A training run is never overwritten by a merge.
+    let refused = mixforge(&["merge", "--checkpoint", s(a), "--out", s(a)]);
+    assert!(!refused.status.success());
+}
