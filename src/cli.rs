@@ -47,6 +47,11 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Write a checkpoint as a Hugging Face directory (MinistralForCausalLM) that transformers loads.
     Export(ExportArgs),
+    /// Anneal specialists from one checkpoint in parallel, each on its own mixture, learning
+    /// rate to 0; resumable.
+    ///
+    /// Example: mixforge anneal --init runs/base --shards runs/demo/shards --steps 500 --out runs/specialists
+    Anneal(AnnealArgs),
     /// Merge checkpoints of one model by weighted parameter averaging (linear, task arithmetic,
     /// TIES) into a new checkpoint.
     ///
@@ -765,4 +770,57 @@ pub enum MergeMethodArg {
     Linear,
     TaskArithmetic,
     Ties,
+}
+
+/// `anneal` flags.
+#[derive(Debug, Args)]
+pub struct AnnealArgs {
+    /// The checkpoint every specialist starts from (run or step directory, or HF directory).
+    #[arg(long, value_name = "CKPT")]
+    pub init: PathBuf,
+    /// Token shards (made with the checkpoint's tokenizer).
+    #[arg(long)]
+    pub shards: PathBuf,
+    /// A specialist as NAME=MIX (a mixture TOML, natural or uniform); repeatable. Default: one
+    /// per domain, the --mix mixture tilted toward it.
+    #[arg(long = "specialist", value_name = "NAME=MIX")]
+    pub specialists: Vec<String>,
+    /// The mixture tilted toward each domain when no --specialist is given: a proposal or
+    /// mixture TOML (its epoch caps are kept), natural (default) or uniform.
+    #[arg(long)]
+    pub mix: Option<PathBuf>,
+    /// How far each default specialist's mixture moves toward its domain: w' = (1 − t) w + t e_d.
+    #[arg(long, default_value_t = 0.5)]
+    pub tilt: f64,
+    /// Optimizer steps per specialist.
+    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    pub steps: Option<u64>,
+    /// Training tokens per specialist.
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Peak learning rate, reached at once and decayed to 0 (cosine).
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Specialists trained at once (0: one per core); the cores are shared between them.
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Seed of each specialist's data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Validation sequences per domain.
+    #[arg(long, default_value_t = 16)]
+    pub eval_sequences: usize,
+    /// Checkpoint every N steps, so a killed specialist resumes (0: at the end only).
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: u64,
+    /// auto (CUDA when present), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Directory: one training run per specialist, anneal.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }

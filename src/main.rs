@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         cli::Command::Generate(args) => commands::train::generate(&args),
         cli::Command::Export(args) => commands::train::export(&args),
         cli::Command::Merge(args) => commands::train::merge(&args),
+        cli::Command::Anneal(args) => commands::anneal::anneal(&args, cli.threads),
         cli::Command::Model(command) => commands::train::model(command),
         cli::Command::Doctor => commands::train::doctor(),
     };

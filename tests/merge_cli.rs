@@ -253,3 +253,91 @@ fn init_records_lineage_and_merges_refuse_what_does_not_fit() {
     let refused = mixforge(&["merge", "--checkpoint", s(a), "--out", s(a)]);
     assert!(!refused.status.success());
 }
+
+fn anneal(out: &Path, extra: &[&str]) -> Command {
+    let (base, _, _) = runs();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mixforge"));
+    cmd.args([
+        "anneal",
+        "--init",
+        s(base),
+        "--shards",
+        s(demo_shards()),
+        "--steps",
+        "6",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--eval-sequences",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--lr",
+        "1e-3",
+        "--out",
+        s(out),
+    ])
+    .args(extra)
+    .current_dir(manifest_dir());
+    cmd
+}
+
+#[test]
+fn a_killed_anneal_keeps_its_finished_specialists_and_ends_as_an_uninterrupted_one() {
+    let dir = scratch("anneal");
+    let whole = dir.join("whole");
+    ok(anneal(&whole, &["--jobs", "2"]).output().unwrap());
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(whole.join("anneal.json")).unwrap()).unwrap();
+    let names: Vec<String> = record["specialists"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(names, ["books", "code", "math", "web", "wiki"], "one specialist per domain by default");
+    for name in &names {
+        let s = &record["specialists"][name];
+        assert_eq!(s["finished"], true);
+        // Tilted toward its own domain: its weight is the largest it has had.
+        let w = s["weights"].as_object().unwrap();
+        let own = w[name].as_f64().unwrap();
+        assert!(w.values().all(|x| x.as_f64().unwrap() <= own + 1e-12), "{name}: {w:?}");
+    }
+    // One at a time (libtorch then uses every core in each, so the sums are those of the
+    // resumed run below): killed once two specialists are in, then resumed.
+    let uninterrupted = dir.join("uninterrupted");
+    ok(anneal(&uninterrupted, &["--jobs", "1"]).output().unwrap());
+    let killed = dir.join("killed");
+    let mut child = anneal(&killed, &["--jobs", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let done = std::fs::read(killed.join("anneal.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map_or(0, |r| r["specialists"].as_object().unwrap().values().filter(|s| s["finished"] == true).count());
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the anneal ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = weights(&killed.join("books"));
+    let out = anneal(&killed, &["--jobs", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("already finished") && !stderr.contains("(0 already finished)"), "{stderr}");
+    for name in &names {
+        let (a, b) = (weights(&uninterrupted.join(name)), weights(&killed.join(name)));
+        for (t, x) in &a {
+            assert!(b[t].equal(x), "{name}: {t} differs from the uninterrupted anneal");
+        }
+    }
+    for (t, x) in &first {
+        assert!(weights(&killed.join("books"))[t].equal(x), "a finished specialist is not retrained");
+    }
+}

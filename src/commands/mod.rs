@@ -1,5 +1,6 @@
 //! Command implementations: turn parsed flags into library configs and print results.
 
+pub mod anneal;
 pub mod corpus;
 pub mod mix;
 pub mod shards;
