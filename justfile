@@ -9,6 +9,10 @@ demo *ARGS:
 mix-experiment:
     scripts/mix-experiment
 
+# Specialists annealed from the main job's model, merged by each method and search, scored per domain (3 seeds).
+merge-experiment:
+    scripts/merge-experiment
+
 # The test suite (what CI runs): rustfmt check and every test of the workspace.
 test:
     scripts/test

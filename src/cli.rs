@@ -747,8 +747,34 @@ pub struct MergeArgs {
     #[arg(long = "checkpoint", required = true)]
     pub checkpoints: Vec<PathBuf>,
     /// One weight per checkpoint, comma-separated (default: equal weights summing to 1).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "search")]
     pub weights: Vec<f64>,
+    /// Choose the weights on a probe split instead: a simplex grid, a greedy soup, or the
+    /// simulator's surrogates fitted on a seeded design (OUT/search.json has every point).
+    #[arg(long, value_enum)]
+    pub search: Option<SearchArg>,
+    /// Probe sequences are taken past the first N validation sequences of each domain, so they
+    /// never overlap what `eval --eval-sequences N` (or less) scores.
+    #[arg(long, default_value_t = 64)]
+    pub probe_after: usize,
+    /// Probe sequences per domain.
+    #[arg(long, default_value_t = 16)]
+    pub probe_sequences: usize,
+    /// Probe sequence length.
+    #[arg(long, default_value_t = 128)]
+    pub probe_seq_len: usize,
+    /// Shards for the probe (default: those the first checkpoint was trained on).
+    #[arg(long)]
+    pub probe_shards: Option<PathBuf>,
+    /// Grid search: coordinates in multiples of 1/N.
+    #[arg(long, default_value_t = 4)]
+    pub grid_steps: usize,
+    /// Surrogate search: merges measured to fit it (default 2 × checkpoints + 4).
+    #[arg(long)]
+    pub design: Option<usize>,
+    /// Surrogate search: seed of the design and the candidates.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// linear: Σ wᵢ θᵢ; task-arithmetic: base + Σ wᵢ (θᵢ − base); ties: trimmed, sign-elected
     /// task vectors.
     #[arg(long, value_enum, default_value_t = MergeMethodArg::Linear)]
@@ -762,6 +788,14 @@ pub struct MergeArgs {
     /// Where the merged checkpoint goes (a run directory: checkpoints/step-00000000).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Merge weight searches.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SearchArg {
+    Grid,
+    GreedySoup,
+    Surrogate,
 }
 
 /// Merge methods.

@@ -341,3 +341,68 @@ fn a_killed_anneal_keeps_its_finished_specialists_and_ends_as_an_uninterrupted_o
         assert!(weights(&killed.join("books"))[t].equal(x), "a finished specialist is not retrained");
     }
 }
+
+#[test]
+fn searched_merges_record_every_point_on_a_probe_that_evaluation_never_sees() {
+    let (base, a, b) = runs();
+    let dir = scratch("merge-search");
+    for (method, expected_points) in [("grid", 5), ("greedy-soup", 2), ("surrogate", 6)] {
+        let out = dir.join(method);
+        ok(mixforge(&[
+            "merge",
+            "--checkpoint",
+            s(a),
+            "--checkpoint",
+            s(b),
+            "--method",
+            "task-arithmetic",
+            "--base",
+            s(base),
+            "--search",
+            method,
+            "--probe-after",
+            "16",
+            "--probe-sequences",
+            "4",
+            "--probe-seq-len",
+            "32",
+            "--out",
+            s(&out),
+        ]));
+        let search: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("search.json")).unwrap()).unwrap();
+        let points = search["evaluated"].as_array().unwrap();
+        assert!(points.len() >= expected_points, "{method}: {} points", points.len());
+        let best = points.iter().map(|p| p["probe_loss"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+        let chosen = search["chosen"]["probe_loss"].as_f64().unwrap();
+        if method != "surrogate" {
+            assert_eq!(chosen, best, "{method} keeps its best measured point");
+        }
+        let w: Vec<f64> = search["chosen"]["weights"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{method}: {w:?}");
+        // The merge written is the one chosen.
+        let state = std::fs::read_to_string(out.join("checkpoints/step-00000000/state.json")).unwrap();
+        assert!(state.contains("\"phase\": \"merge\""), "{method}");
+    }
+    // The probe is past the sequences evaluation scores: none is shared.
+    let shards = corpus::shards::Shards::open(demo_shards()).unwrap();
+    let tokenizer = corpus::tokenize::load(&shards.tokenizer_path()).unwrap();
+    let config = train::data::LoaderConfig {
+        seq_len: 32,
+        batch_size: 8,
+        seed: 0,
+        doc_mask: false,
+        reset_positions: false,
+        cap_policy: train::data::CapPolicy::Warn,
+        eos_id: train::data::eos_id(&tokenizer).unwrap(),
+        data_fraction: 1.0,
+    };
+    let loader = train::data::Loader::new(&shards, &train::data::Mixture::uniform(&shards), config).unwrap();
+    let (eval, probe) = (loader.validation(16), loader.validation_window(16, 4));
+    assert!(!probe.is_empty());
+    for (domain, seqs) in &probe {
+        let all = loader.validation(20);
+        assert_eq!(&all[domain][16..], &seqs[..], "{domain}: the probe continues where evaluation stops");
+        assert!(seqs.iter().all(|p| !eval[domain].contains(p)) || eval[domain].len() < 16, "{domain} overlaps");
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod anneal;
 pub mod corpus;
+pub mod merge_search;
 pub mod mix;
 pub mod shards;
 pub mod tokenizer;

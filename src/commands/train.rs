@@ -333,7 +333,7 @@ fn parent_model(path: &Path) -> Result<(ModelConfig, Vec<u8>)> {
 /// `merge`.
 pub fn merge(args: &crate::cli::MergeArgs) -> Result<()> {
     use crate::cli::MergeMethodArg;
-    use train::merge::{MergeSpec, Method};
+    use train::merge::Method;
     let n = args.checkpoints.len();
     let weights = if args.weights.is_empty() { vec![1.0 / n as f64; n] } else { args.weights.clone() };
     let method = match args.method {
@@ -346,9 +346,21 @@ pub fn merge(args: &crate::cli::MergeArgs) -> Result<()> {
         !d.join("metrics.jsonl").exists()
             && checkpoint::resolve(d).and_then(|s| checkpoint::read_state(&s)).is_ok_and(|s| s.config.phase == "merge")
     })?;
-    let spec =
-        MergeSpec { checkpoints: args.checkpoints.clone(), weights: weights.clone(), method, base: args.base.clone() };
-    let dir = train::merge::merge(&spec, &args.out).with_context(|| format!("merging into {}", args.out.display()))?;
+    let merger = train::merge::Merger::open(&args.checkpoints, method, args.base.as_deref())?;
+    let weights = match args.search {
+        None => weights,
+        Some(search) => {
+            let names: Vec<String> = args.checkpoints.iter().map(|p| p.display().to_string()).collect();
+            let (chosen, loss) = super::merge_search::search(&merger, args, search, &names)?;
+            writeln!(
+                std::io::stdout().lock(),
+                "{search:?} search: probe loss {loss:.4} at weights {chosen:?} (every point: {})",
+                args.out.join("search.json").display()
+            )?;
+            chosen
+        }
+    };
+    let dir = merger.write(&weights, &args.out).with_context(|| format!("merging into {}", args.out.display()))?;
     writeln!(
         std::io::stdout().lock(),
         "merged {n} checkpoints ({}, weights {:?}) → {}",

@@ -327,7 +327,13 @@ impl Loader {
     /// tokens packed from its validation documents in shard order (the same every call).
     /// Domains without validation tokens are absent.
     pub fn validation(&self, max_sequences: usize) -> BTreeMap<String, Vec<Vec<i64>>> {
-        let n = self.config.seq_len + 1;
+        self.validation_window(0, max_sequences)
+    }
+
+    /// Like [`Loader::validation`], past the first `skip` sequences of each domain: a probe
+    /// set (merge weight search) that never overlaps the evaluation's first sequences.
+    pub fn validation_window(&self, skip: usize, max_sequences: usize) -> BTreeMap<String, Vec<Vec<i64>>> {
+        let (n, max_sequences) = (self.config.seq_len + 1, skip + max_sequences);
         let mut out = BTreeMap::new();
         for domain in &self.domains {
             let mut seqs = Vec::new();
@@ -345,6 +351,7 @@ impl Loader {
                     }
                 }
             }
+            let seqs: Vec<Vec<i64>> = seqs.into_iter().skip(skip).collect();
             if !seqs.is_empty() {
                 out.insert(domain.name().to_string(), seqs);
             }

@@ -158,61 +158,109 @@ pub struct MergeSpec {
     pub base: Option<PathBuf>,
 }
 
-/// Merges the checkpoints and writes the result as an ordinary checkpoint run in `out`
-/// (`out/checkpoints/step-00000000`, `latest`): eval, export and `train --init` read it.
-/// Returns its step directory.
+/// Checkpoints read once and checked, to be merged with any weights (a weight search merges
+/// many times).
+pub struct Merger {
+    inputs: Vec<Input>,
+    base: Option<Input>,
+    method: Method,
+}
+
+impl Merger {
+    /// Reads and checks the checkpoints (and the base the method needs).
+    pub fn open(checkpoints: &[PathBuf], method: Method, base: Option<&Path>) -> Result<Merger> {
+        if checkpoints.is_empty() {
+            return Err(Error::Config("nothing to merge: give at least one checkpoint".into()));
+        }
+        if let Method::Ties { density } = method
+            && !(density > 0.0 && density <= 1.0)
+        {
+            return Err(Error::Config(format!("TIES density {density} must be in (0, 1]")));
+        }
+        let base = match (base, matches!(method, Method::Linear)) {
+            (Some(b), false) => Some(read(b)?),
+            (None, false) => {
+                return Err(Error::Config(format!("{} needs --base CKPT (the common ancestor)", method.name())));
+            }
+            (_, true) => None,
+        };
+        let inputs: Vec<Input> = checkpoints.iter().map(|p| read(p)).collect::<Result<_>>()?;
+        for other in inputs.iter().skip(1).chain(base.as_ref()) {
+            check_compatible(&inputs[0], other)?;
+        }
+        Ok(Merger { inputs, base, method })
+    }
+
+    /// How many checkpoints are merged.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Whether there is nothing to merge (never, once opened).
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// The merged weights, each tensor cast back to its kind.
+    pub fn tensors(&self, weights: &[f64]) -> Result<BTreeMap<String, Tensor>> {
+        if weights.len() != self.inputs.len() {
+            return Err(Error::Config(format!(
+                "{} checkpoints need as many weights, got {}",
+                self.inputs.len(),
+                weights.len()
+            )));
+        }
+        if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+            return Err(Error::Config(format!("merge weight {w} is not a number")));
+        }
+        let mut merged = BTreeMap::new();
+        tch::no_grad(|| {
+            for (name, first) in &self.inputs[0].tensors {
+                let tensors: Vec<Tensor> = self.inputs.iter().map(|i| i.tensors[name].to_kind(Kind::Double)).collect();
+                let b = self.base.as_ref().map(|b| b.tensors[name].to_kind(Kind::Double));
+                merged.insert(
+                    name.clone(),
+                    merge_tensor(self.method, &tensors, weights, b.as_ref()).to_kind(first.kind()),
+                );
+            }
+        });
+        Ok(merged)
+    }
+
+    /// The merged model, ready to evaluate.
+    pub fn model(&self, weights: &[f64], device: tch::Device) -> Result<Llama> {
+        let model = Llama::new(self.inputs[0].state.config.model.clone(), device, 0, false)?;
+        model.params.load(&self.tensors(weights)?, "the merged weights")?;
+        Ok(model)
+    }
+
+    /// The shards the first checkpoint was trained on, as recorded.
+    pub fn shards(&self) -> &Path {
+        &self.inputs[0].state.config.shards
+    }
+
+    /// Writes the merge as an ordinary checkpoint run in `out` (`out/checkpoints/
+    /// step-00000000`, `latest`): eval, export and `train --init` read it. Returns its step
+    /// directory.
+    pub fn write(&self, weights: &[f64], out: &Path) -> Result<PathBuf> {
+        let model = self.model(weights, tch::Device::Cpu)?;
+        let mut state = self.inputs[0].state.clone();
+        state.step = 0;
+        state.tokens_seen = 0;
+        state.config.phase = "merge".into();
+        let mut parents: Vec<Parent> =
+            self.inputs.iter().zip(weights).map(|(i, w)| Parent::of(&i.dir, Some(*w))).collect::<Result<_>>()?;
+        if let Some(b) = &self.base {
+            parents.push(Parent::of(&b.dir, None)?);
+        }
+        state.config.init = Some(Lineage { parents, method: Some(self.method.name().to_string()) });
+        let tokenizer = self.inputs[0].dir.join("tokenizer.json");
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        checkpoint::save(out, &state, &model, None, &tokenizer)
+    }
+}
+
+/// Merges the checkpoints with the spec's weights into `out` (see [`Merger::write`]).
 pub fn merge(spec: &MergeSpec, out: &Path) -> Result<PathBuf> {
-    if spec.checkpoints.is_empty() || spec.checkpoints.len() != spec.weights.len() {
-        return Err(Error::Config(format!(
-            "{} checkpoints need as many weights, got {}",
-            spec.checkpoints.len(),
-            spec.weights.len()
-        )));
-    }
-    if let Some(w) = spec.weights.iter().find(|w| !w.is_finite()) {
-        return Err(Error::Config(format!("merge weight {w} is not a number")));
-    }
-    if let Method::Ties { density } = spec.method
-        && !(density > 0.0 && density <= 1.0)
-    {
-        return Err(Error::Config(format!("TIES density {density} must be in (0, 1]")));
-    }
-    let needs_base = !matches!(spec.method, Method::Linear);
-    let base = match (&spec.base, needs_base) {
-        (Some(b), true) => Some(read(b)?),
-        (None, true) => {
-            return Err(Error::Config(format!("{} needs --base CKPT (the common ancestor)", spec.method.name())));
-        }
-        (_, false) => None,
-    };
-    let inputs: Vec<Input> = spec.checkpoints.iter().map(|p| read(p)).collect::<Result<_>>()?;
-    for other in inputs.iter().skip(1).chain(base.as_ref()) {
-        check_compatible(&inputs[0], other)?;
-    }
-    let mut merged = BTreeMap::new();
-    tch::no_grad(|| {
-        for (name, first) in &inputs[0].tensors {
-            let tensors: Vec<Tensor> = inputs.iter().map(|i| i.tensors[name].to_kind(Kind::Double)).collect();
-            let b = base.as_ref().map(|b| b.tensors[name].to_kind(Kind::Double));
-            merged.insert(
-                name.clone(),
-                merge_tensor(spec.method, &tensors, &spec.weights, b.as_ref()).to_kind(first.kind()),
-            );
-        }
-    });
-    let mut state = inputs[0].state.clone();
-    state.step = 0;
-    state.tokens_seen = 0;
-    state.config.phase = "merge".into();
-    let mut parents: Vec<Parent> =
-        inputs.iter().zip(&spec.weights).map(|(i, w)| Parent::of(&i.dir, Some(*w))).collect::<Result<_>>()?;
-    if let Some(b) = &base {
-        parents.push(Parent::of(&b.dir, None)?);
-    }
-    state.config.init = Some(Lineage { parents, method: Some(spec.method.name().to_string()) });
-    let model = Llama::new(state.config.model.clone(), tch::Device::Cpu, 0, false)?;
-    model.params.load(&merged, "the merged weights")?;
-    let tokenizer = inputs[0].dir.join("tokenizer.json");
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    checkpoint::save(out, &state, &model, None, &tokenizer)
+    Merger::open(&spec.checkpoints, spec.method, spec.base.as_deref())?.write(&spec.weights, out)
 }

@@ -341,8 +341,13 @@ fn load_teacher(path: &Path, student: &ModelConfig, device: Device) -> Result<Ll
 }
 
 pub fn validation_tensors(loader: &Loader, max_sequences: usize, device: Device) -> BTreeMap<String, Tensor> {
+    window_tensors(loader, 0, max_sequences, device)
+}
+
+/// Validation sequences past the first `skip` of each domain, as tensors (a probe set).
+pub fn window_tensors(loader: &Loader, skip: usize, max_sequences: usize, device: Device) -> BTreeMap<String, Tensor> {
     loader
-        .validation(max_sequences)
+        .validation_window(skip, max_sequences)
         .into_iter()
         .map(|(domain, seqs)| {
             let n = seqs.len() as i64;
