@@ -44,8 +44,8 @@ fn main() -> ExitCode {
         cli::Command::Eval(args) => commands::train::eval(&args),
         cli::Command::Generate(args) => commands::train::generate(&args),
         cli::Command::Export(args) => commands::train::export(&args),
-        cli::Command::Merge(args) => commands::train::merge(&args),
-        cli::Command::Anneal(args) => commands::anneal::anneal(&args, cli.threads),
+        cli::Command::Merge(args) => commands::train::merge(&args, &mut std::io::stdout().lock()),
+        cli::Command::Anneal(args) => commands::anneal::anneal(&args, cli.threads, &mut std::io::stdout().lock()),
         cli::Command::Model(command) => commands::train::model(command),
         cli::Command::Doctor => commands::train::doctor(),
     };

@@ -42,6 +42,12 @@ pub struct Recipe {
     /// `mixforge run`: training on the proposal.
     #[serde(default)]
     pub train: TrainSection,
+    /// `mixforge run`: specialists annealed from the trained model (absent: no such phase).
+    #[serde(default)]
+    pub specialists: Option<SpecialistsSection>,
+    /// `mixforge run`: how the specialists are merged.
+    #[serde(default)]
+    pub merge: MergeSection,
     /// `mixforge run`: evaluation of the trained model.
     #[serde(default)]
     pub eval: EvalSection,
@@ -192,6 +198,49 @@ impl TrainSection {
             (None, Some(s)) => s * per_step,
             (None, None) => 0,
         }
+    }
+}
+
+/// `[specialists]`: one specialist per domain annealed from the trained model on the proposal
+/// tilted toward its domain, learning rate to 0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpecialistsSection {
+    /// Optimizer steps per specialist.
+    pub steps: u64,
+    /// Peak learning rate (reached at once, decayed to 0).
+    pub lr: f64,
+    /// How far each mixture moves toward its domain.
+    pub tilt: f64,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+impl Default for SpecialistsSection {
+    fn default() -> Self {
+        SpecialistsSection { steps: 100, lr: 1e-3, tilt: 0.5, seq_len: 128, batch_size: 16, seed: 0 }
+    }
+}
+
+/// `[merge]`: how the specialists become one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MergeSection {
+    /// linear, task-arithmetic or ties (the last two around the trained model).
+    pub method: String,
+    /// surrogate, grid, greedy-soup, or none (equal weights).
+    pub search: String,
+    /// TIES: share of each task vector kept.
+    pub density: f64,
+    /// Probe sequences per domain (after those evaluation scores).
+    pub probe_sequences: usize,
+    pub seed: u64,
+}
+
+impl Default for MergeSection {
+    fn default() -> Self {
+        MergeSection { method: "linear".into(), search: "surrogate".into(), density: 0.5, probe_sequences: 16, seed: 0 }
     }
 }
 

@@ -395,3 +395,29 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn specialists_and_their_merge_plug_in_as_stages_and_a_report_section() {
+    let dir = scratch("run-merge");
+    let out = dir.join("run");
+    copy_dir(base(), &out);
+    let extra = "[specialists]\nsteps = 4\nseq_len = 64\nbatch_size = 8\nlr = 0.001\n[merge]\nprobe_sequences = 2\n";
+    let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
+    let (skipped, ran) = skipped_and_ran(&stderr);
+    assert_eq!(skipped, ["corpus", "shards", "swarm", "propose", "train"], "{stderr}");
+    assert_eq!(ran, ["specialists", "merge", "eval", "report"], "{stderr}");
+    let eval = json(&out.join("eval/eval.json"));
+    assert_eq!(eval["checkpoint"], "merge", "the merge is the run's final model");
+    let models: Vec<&String> = eval["models"].as_object().unwrap().keys().collect();
+    assert_eq!(models, ["base", "merge", "specialist code", "specialist web"]);
+    let search = json(&out.join("merge/search.json"));
+    let w: f64 = search["chosen"]["weights"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((w - 1.0).abs() < 1e-9, "{search}");
+    // The heatmap's data equals the evaluation's losses.
+    for row in csv(&out.join("report/data/merge-deltas.csv")) {
+        let model = if row["model"] == "base" { "base".to_string() } else { row["model"].clone() };
+        assert_eq!(f(&row["val_loss"]), eval["models"][&model][&row["domain"]].as_f64().unwrap(), "{row:?}");
+    }
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("<figure id=\"merge-deltas\">") && html.contains("<figure id=\"merge-weights\">"));
+}

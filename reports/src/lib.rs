@@ -37,6 +37,10 @@ pub mod layout {
     pub const PROPOSAL_CV: &str = "propose/proposal.cv.json";
     /// The training run.
     pub const TRAIN: &str = "train";
+    /// Specialists annealed from it (one training run each, anneal.json).
+    pub const SPECIALISTS: &str = "specialists";
+    /// Their merge (a checkpoint run, search.json).
+    pub const MERGE: &str = "merge";
     /// Evaluation results.
     pub const EVAL: &str = "eval/eval.json";
     /// The report.
@@ -82,12 +86,13 @@ impl Run {
 type SectionFn = fn(&Run) -> Result<Option<Section>>;
 
 /// The sections, in page order.
-const SECTIONS: [SectionFn; 5] = [
+const SECTIONS: [SectionFn; 6] = [
     sections::card::section,
     sections::summary::section,
     sections::corpus::section,
     sections::simulator::section,
     sections::training::section,
+    sections::merge::section,
 ];
 
 /// Builds the report of a run from its artifacts.

@@ -6,6 +6,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
 
@@ -330,6 +331,67 @@ pub fn ranges(title: &str, x_desc: &str, rows: &[(String, [f64; 5])], log_x: boo
             chart
                 .draw_series([PathElement::new(vec![(q[2], y - 0.32), (q[2], y + 0.32)], BLACK.stroke_width(2))])
                 .map_err(plot_err)?;
+        }
+        Ok(())
+    })
+}
+
+/// A table of values as coloured cells with their numbers: blue below zero, red above, white
+/// at zero (scaled by the largest magnitude). Rows top to bottom, columns left to right.
+pub fn heatmap(title: &str, rows: &[String], columns: &[String], values: &[Vec<f64>]) -> Result<String> {
+    let height = 90 + 34 * rows.len().max(1) as u32;
+    canvas(height, |root| {
+        let (nr, nc) = (rows.len().max(1), columns.len().max(1));
+        let scale = values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, font(15.0))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(150)
+            .build_cartesian_2d(-0.5f64..(nc as f64 - 0.5), -0.5f64..(nr as f64 - 0.5))
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(nc)
+            .y_labels(nr)
+            .x_label_formatter(&|v| category(columns, *v))
+            // Row 0 at the top.
+            .y_label_formatter(&|v| {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < nr {
+                    rows[nr - 1 - i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .label_style(font(12.0))
+            .draw()
+            .map_err(plot_err)?;
+        for (r, row) in values.iter().enumerate() {
+            let y = (nr - 1 - r) as f64;
+            for (c, v) in row.iter().enumerate() {
+                let t = if v.is_finite() { (v / scale).clamp(-1.0, 1.0) } else { 0.0 };
+                let shade = |full: u8| (255.0 - (255.0 - f64::from(full)) * t.abs()) as u8;
+                let colour = if t < 0.0 {
+                    RGBColor(shade(33), shade(102), shade(172))
+                } else {
+                    RGBColor(shade(178), shade(24), shade(43))
+                };
+                let x = c as f64;
+                chart
+                    .draw_series([Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], colour.filled())])
+                    .map_err(plot_err)?;
+                let label = if v.is_finite() { format!("{v:+.3}") } else { "–".into() };
+                let ink = if t.abs() > 0.6 { WHITE } else { BLACK };
+                chart
+                    .draw_series([Text::new(
+                        label,
+                        (x, y),
+                        font(12.0).color(&ink).pos(Pos::new(HPos::Center, VPos::Center)),
+                    )])
+                    .map_err(plot_err)?;
+            }
         }
         Ok(())
     })

@@ -148,6 +148,10 @@ pub struct EvalFile {
     /// The checkpoint evaluated, relative to the run directory.
     pub checkpoint: String,
     pub rows: Vec<EvalRow>,
+    /// Validation loss per domain of every model of the run (base, specialists, merge) when
+    /// it has more than one, for comparing them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 /// One (task, metric) result.

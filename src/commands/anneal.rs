@@ -87,8 +87,8 @@ fn specialists(args: &AnnealArgs, shards: &Shards) -> Result<Vec<(String, Mixtur
     Ok(shards.manifest().domains.keys().map(|d| (d.clone(), tilted(&base, d, args.tilt, &available, tokens))).collect())
 }
 
-/// `anneal`.
-pub fn anneal(args: &AnnealArgs, threads: usize) -> Result<()> {
+/// `anneal`: the table of specialists' validation losses goes to `out`.
+pub fn anneal(args: &AnnealArgs, threads: usize, out: &mut dyn Write) -> Result<()> {
     let shards = Shards::open(&args.shards)?;
     let plan = specialists(args, &shards)?;
     if plan.is_empty() {
@@ -162,7 +162,6 @@ pub fn anneal(args: &AnnealArgs, threads: usize) -> Result<()> {
         return Err(e);
     }
     let record = record.into_inner().expect("not poisoned");
-    let mut out = std::io::stdout().lock();
     let domains: Vec<&String> = shards.manifest().domains.keys().collect();
     write!(out, "{:<14}", "specialist")?;
     for d in &domains {

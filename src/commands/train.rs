@@ -331,7 +331,7 @@ fn parent_model(path: &Path) -> Result<(ModelConfig, Vec<u8>)> {
 }
 
 /// `merge`.
-pub fn merge(args: &crate::cli::MergeArgs) -> Result<()> {
+pub fn merge(args: &crate::cli::MergeArgs, out: &mut dyn Write) -> Result<()> {
     use crate::cli::MergeMethodArg;
     use train::merge::Method;
     let n = args.checkpoints.len();
@@ -353,7 +353,7 @@ pub fn merge(args: &crate::cli::MergeArgs) -> Result<()> {
             let names: Vec<String> = args.checkpoints.iter().map(|p| p.display().to_string()).collect();
             let (chosen, loss) = super::merge_search::search(&merger, args, search, &names)?;
             writeln!(
-                std::io::stdout().lock(),
+                out,
                 "{search:?} search: probe loss {loss:.4} at weights {chosen:?} (every point: {})",
                 args.out.join("search.json").display()
             )?;
@@ -361,13 +361,7 @@ pub fn merge(args: &crate::cli::MergeArgs) -> Result<()> {
         }
     };
     let dir = merger.write(&weights, &args.out).with_context(|| format!("merging into {}", args.out.display()))?;
-    writeln!(
-        std::io::stdout().lock(),
-        "merged {n} checkpoints ({}, weights {:?}) → {}",
-        method.name(),
-        weights,
-        dir.display()
-    )?;
+    writeln!(out, "merged {n} checkpoints ({}, weights {:?}) → {}", method.name(), weights, dir.display())?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use crate::recipe::Recipe;
 pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
     match stage {
         "index" => recipe.search.as_ref().is_some_and(|s| s.index),
+        "specialists" | "merge" => recipe.specialists.is_some(),
         _ => true,
     }
 }
@@ -30,7 +31,7 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
 /// Stages that continue an interrupted attempt over what it left (shard chunks, finished
 /// proxies, checkpoints); the others start again.
 pub fn resumable(stage: &str) -> bool {
-    matches!(stage, "shards" | "swarm" | "train")
+    matches!(stage, "shards" | "swarm" | "train" | "specialists")
 }
 
 /// The resolved recipe settings a stage depends on; their hash decides whether it reruns.
@@ -45,7 +46,10 @@ pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
         "swarm" => json!({"swarm": r.swarm, "target_tokens": r.train.target_tokens()}),
         "propose" => json!({"propose": r.propose, "swarm": r.swarm, "target_tokens": r.train.target_tokens()}),
         "train" => json!({"train": r.train}),
-        "eval" => json!({"eval": r.eval}),
+        "specialists" => json!({"specialists": r.specialists}),
+        // The probe starts after the sequences evaluation scores, at training's length.
+        "merge" => json!({"merge": r.merge, "probe_after": r.eval.eval_sequences, "seq_len": r.train.seq_len}),
+        "eval" => json!({"eval": r.eval, "merged": r.specialists.is_some()}),
         "report" => json!({"report": r.report}),
         other => bail!("unknown stage {other}"),
     })
@@ -97,6 +101,8 @@ pub fn execute(stage: &str, ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMet
         "swarm" => swarm_stage(ctx, log),
         "propose" => propose_stage(ctx, log),
         "train" => train_stage(ctx, log),
+        "specialists" => specialists_stage(ctx, log),
+        "merge" => merge_stage(ctx, log),
         "eval" => eval_stage(ctx, log),
         "report" => {
             let written = reports::write(ctx.run, ctx.recipe.report.title.as_deref())?;
@@ -265,9 +271,82 @@ fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     ])
 }
 
+/// The specialists' names (their folders under `specialists/`), in order.
+fn specialist_names(ctx: &Ctx) -> Result<Vec<String>> {
+    let path = ctx.path(layout::SPECIALISTS).join("anneal.json");
+    let record: Value = reports::stages::read_json(&path)?;
+    Ok(record["specialists"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default())
+}
+
+fn specialists_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let s = ctx.recipe.specialists.as_ref().context("the run has no [specialists]")?;
+    let args = crate::cli::AnnealArgs {
+        init: ctx.path(layout::TRAIN),
+        shards: ctx.path(layout::SHARDS),
+        specialists: Vec::new(),
+        mix: Some(ctx.path(layout::PROPOSAL)),
+        tilt: s.tilt,
+        steps: Some(s.steps),
+        tokens: None,
+        lr: s.lr,
+        seq_len: s.seq_len,
+        batch_size: s.batch_size,
+        jobs: 0,
+        seed: s.seed,
+        eval_sequences: ctx.recipe.train.eval_sequences,
+        checkpoint_every: (s.steps / 2).max(1),
+        device: ctx.recipe.train.device.clone(),
+        out: ctx.path(layout::SPECIALISTS),
+    };
+    commands::anneal::anneal(&args, ctx.threads, log)?;
+    Ok(vec![metric("specialists", specialist_names(ctx)?.len() as f64, None)])
+}
+
+fn merge_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let m = &ctx.recipe.merge;
+    let method = crate::cli::MergeMethodArg::from_str(&m.method, true)
+        .map_err(|_| anyhow::anyhow!("[merge] method = {:?}: expected linear, task-arithmetic or ties", m.method))?;
+    let search = match m.search.as_str() {
+        "none" => None,
+        other => Some(crate::cli::SearchArg::from_str(other, true).map_err(|_| {
+            anyhow::anyhow!("[merge] search = {other:?}: expected surrogate, grid, greedy-soup or none")
+        })?),
+    };
+    let dir = ctx.path(layout::SPECIALISTS);
+    let args = crate::cli::MergeArgs {
+        checkpoints: specialist_names(ctx)?.iter().map(|n| dir.join(n)).collect(),
+        weights: Vec::new(),
+        search,
+        probe_after: ctx.recipe.eval.eval_sequences,
+        probe_sequences: m.probe_sequences,
+        probe_seq_len: ctx.recipe.train.seq_len,
+        probe_shards: Some(ctx.path(layout::SHARDS)),
+        grid_steps: 4,
+        design: None,
+        seed: m.seed,
+        method,
+        base: Some(ctx.path(layout::TRAIN)),
+        density: m.density,
+        out: ctx.path(layout::MERGE),
+    };
+    commands::train::merge(&args, log)?;
+    let search_file = ctx.path(layout::MERGE).join("search.json");
+    let mut metrics = Vec::new();
+    if search_file.exists() {
+        let search: Value = reports::stages::read_json(&search_file)?;
+        if let Some(loss) = search["chosen"]["probe_loss"].as_f64() {
+            metrics.push(metric("merge probe loss", loss, Some(false)));
+        }
+    }
+    Ok(metrics)
+}
+
 fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let e = &ctx.recipe.eval;
-    let checkpoint = ctx.path(layout::TRAIN);
+    // The run's final model: the merge when there is one.
+    let (final_dir, final_name) =
+        if ctx.recipe.specialists.is_some() { (layout::MERGE, "merge") } else { (layout::TRAIN, "train") };
+    let checkpoint = ctx.path(final_dir);
     let (val, scores) = commands::train::score(
         &checkpoint,
         Some(&ctx.path(layout::SHARDS)),
@@ -342,8 +421,27 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     // left out rather than written as a null the reader would refuse.
     rows.retain(|r| r.value.is_finite());
     std::fs::create_dir_all(ctx.path("eval"))?;
-    let file =
-        EvalFile { format_version: reports::stages::EVAL_FORMAT_VERSION, checkpoint: layout::TRAIN.to_string(), rows };
+    // With specialists, every model's validation loss, for comparing them with the base.
+    let mut models = std::collections::BTreeMap::new();
+    if ctx.recipe.specialists.is_some() {
+        models.insert(final_name.to_string(), val.clone());
+        let mut others = vec![("base".to_string(), ctx.path(layout::TRAIN))];
+        for name in specialist_names(ctx)? {
+            others.push((format!("specialist {name}"), ctx.path(layout::SPECIALISTS).join(&name)));
+        }
+        for (name, dir) in others {
+            let shards = ctx.path(layout::SHARDS);
+            let (loss, _) =
+                commands::train::score(&dir, Some(&shards), e.eval_sequences, &[], None, &ctx.recipe.train.device)?;
+            models.insert(name, loss);
+        }
+    }
+    let file = EvalFile {
+        format_version: reports::stages::EVAL_FORMAT_VERSION,
+        checkpoint: final_dir.to_string(),
+        rows,
+        models,
+    };
     corpus::atomic::write_json(&ctx.path(layout::EVAL), &file)?;
     Ok(metrics)
 }
