@@ -387,16 +387,7 @@ fn searched_merges_record_every_point_on_a_probe_that_evaluation_never_sees() {
     // The probe is past the sequences evaluation scores: none is shared.
     let shards = corpus::shards::Shards::open(demo_shards()).unwrap();
     let tokenizer = corpus::tokenize::load(&shards.tokenizer_path()).unwrap();
-    let config = train::data::LoaderConfig {
-        seq_len: 32,
-        batch_size: 8,
-        seed: 0,
-        doc_mask: false,
-        reset_positions: false,
-        cap_policy: train::data::CapPolicy::Warn,
-        eos_id: train::data::eos_id(&tokenizer).unwrap(),
-        data_fraction: 1.0,
-    };
+    let config = train::data::LoaderConfig::evaluation(32, train::data::eos_id(&tokenizer).unwrap());
     let loader = train::data::Loader::new(&shards, &train::data::Mixture::uniform(&shards), config).unwrap();
     let (eval, probe) = (loader.validation(16), loader.validation_window(16, 4));
     assert!(!probe.is_empty());

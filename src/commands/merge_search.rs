@@ -14,7 +14,7 @@ use mixsim::model::CvMetric;
 use mixsim::{FittedModel, RunsTable, SurrogateKind};
 use serde::Serialize;
 use tch::{Device, Tensor};
-use train::data::{CapPolicy, Loader, LoaderConfig, Mixture};
+use train::data::{Loader, LoaderConfig, Mixture};
 use train::merge::Merger;
 use train::rng::Rng;
 
@@ -64,16 +64,7 @@ impl<'a> Probe<'a> {
         let dir = shards.unwrap_or(merger.shards());
         let shards = Shards::open(dir).with_context(|| format!("probe shards {}", dir.display()))?;
         let tokenizer = corpus::tokenize::load(&shards.tokenizer_path())?;
-        let config = LoaderConfig {
-            seq_len,
-            batch_size: 8,
-            seed: 0,
-            doc_mask: false,
-            reset_positions: false,
-            cap_policy: CapPolicy::Warn,
-            eos_id: train::data::eos_id(&tokenizer)?,
-            data_fraction: 1.0,
-        };
+        let config = LoaderConfig::evaluation(seq_len, train::data::eos_id(&tokenizer)?);
         let loader = Loader::new(&shards, &Mixture::uniform(&shards), config)?;
         let tensors = train::trainer::window_tensors(&loader, after, n, Device::Cpu);
         if tensors.is_empty() {

@@ -411,16 +411,7 @@ pub fn score(
     if let Some(dir) = shards_dir {
         let shards = Shards::open(&dir)?;
         let seq_len = state.as_ref().map_or(256, |s| s.config.loader.seq_len).min(loaded.model.config.max_seq_len);
-        let config = LoaderConfig {
-            seq_len,
-            batch_size: 8,
-            seed: 0,
-            doc_mask: false,
-            reset_positions: false,
-            cap_policy: CapPolicy::Warn,
-            eos_id: train::data::eos_id(&tokenizer)?,
-            data_fraction: 1.0,
-        };
+        let config = LoaderConfig::evaluation(seq_len, train::data::eos_id(&tokenizer)?);
         let loader = Loader::new(&shards, &Mixture::uniform(&shards), config)?;
         let tensors = trainer::validation_tensors(&loader, eval_sequences, device);
         val = trainer::validation_loss(&loaded.model, &tensors, 8);

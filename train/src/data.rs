@@ -121,6 +121,23 @@ fn one() -> f64 {
     1.0
 }
 
+impl LoaderConfig {
+    /// For scoring held-out sequences (`eval`, merge probes): plain causal packing, no shuffle
+    /// state that matters, every token of the data.
+    pub fn evaluation(seq_len: usize, eos_id: u32) -> LoaderConfig {
+        LoaderConfig {
+            seq_len,
+            batch_size: 8,
+            seed: 0,
+            doc_mask: false,
+            reset_positions: false,
+            cap_policy: CapPolicy::Warn,
+            eos_id,
+            data_fraction: 1.0,
+        }
+    }
+}
+
 struct Domain {
     segments: DomainSegments,
     train_tokens: u64,
