@@ -246,6 +246,22 @@ fn init_records_lineage_and_merges_refuse_what_does_not_fit() {
     let refused = mixforge(&["merge", "--checkpoint", s(a), "--checkpoint", s(&other), "--out", s(&dir.join("m"))]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("different models") && stderr.contains("d_model"), "{stderr}");
+    // The same model whose weights file lacks a tensor: refused, naming the tensor.
+    let broken = dir.join("broken");
+    let step = std::fs::read_to_string(a.join("checkpoints/latest")).unwrap();
+    let from = a.join("checkpoints").join(step.trim());
+    let to = broken.join("checkpoints").join(step.trim());
+    std::fs::create_dir_all(&to).unwrap();
+    for file in ["state.json", "tokenizer.json"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    std::fs::write(broken.join("checkpoints/latest"), step.trim()).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(from.join("model.safetensors")).unwrap();
+    let dropped = tensors.remove(1).0;
+    Tensor::write_safetensors(&tensors, to.join("model.safetensors")).unwrap();
+    let refused = mixforge(&["merge", "--checkpoint", s(a), "--checkpoint", s(&broken), "--out", s(&dir.join("m3"))]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains(&format!("tensor {dropped} is missing")), "{stderr}");
     // Task arithmetic without its base says so.
     let no_base = mixforge(&["merge", "--checkpoint", s(a), "--method", "ties", "--out", s(&dir.join("m2"))]);
     assert!(String::from_utf8_lossy(&no_base.stderr).contains("needs --base"));
