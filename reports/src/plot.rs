@@ -4,6 +4,7 @@
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -64,6 +65,24 @@ fn canvas(height: u32, draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Res
     Ok(svg)
 }
 
+/// The chart on `root`: its title, room for the axis labels (`y_label_area` pixels for the
+/// y labels), and f64 coordinates over `x` and `y`.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    y_label_area: u32,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>> {
+    ChartBuilder::on(root)
+        .caption(title, font(16.0))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(y_label_area)
+        .build_cartesian_2d(x, y)
+        .map_err(plot_err)
+}
+
 /// (min, max) of the values, widened so a flat series still has a range.
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) =
@@ -96,13 +115,7 @@ pub fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> Resu
     canvas(HEIGHT, |root| {
         let (x0, x1) = span(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
         let (y0, y1) = span(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(16.0))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(plot_err)?;
+        let mut chart = frame(root, title, 64, x0..x1, y0..y1)?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
@@ -172,13 +185,7 @@ pub fn bars(title: &str, y_desc: &str, categories: &[String], series: &[(String,
         let y0 = ymin.min(0.0);
         // Room above the bars for the legend.
         let y1 = if series.len() > 1 { y1 + (y1 - y0) * 0.3 } else { y1 };
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(16.0))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)
-            .map_err(plot_err)?;
+        let mut chart = frame(root, title, 64, -0.5f64..(n as f64 - 0.5), y0..y1)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -213,13 +220,7 @@ pub fn stacked(title: &str, y_desc: &str, categories: &[String], series: &[(Stri
         let n = categories.len().max(1);
         let top = (0..n).map(|i| series.iter().map(|(_, v)| v.get(i).copied().unwrap_or(0.0)).sum::<f64>());
         let y1 = top.fold(0.0f64, f64::max).max(1e-12) * if series.len() > 1 { 1.3 } else { 1.02 };
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(16.0))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..y1)
-            .map_err(plot_err)?;
+        let mut chart = frame(root, title, 64, -0.5f64..(n as f64 - 0.5), 0.0..y1)?;
         let every = n.div_ceil(16).max(1);
         chart
             .configure_mesh()
@@ -261,13 +262,7 @@ pub fn stacked(title: &str, y_desc: &str, categories: &[String], series: &[(Stri
 pub fn predicted_vs_actual(title: &str, series: &[Series]) -> Result<String> {
     canvas(HEIGHT + 80, |root| {
         let (lo, hi) = span(series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.0, p.1])));
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(16.0))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(lo..hi, lo..hi)
-            .map_err(plot_err)?;
+        let mut chart = frame(root, title, 64, lo..hi, lo..hi)?;
         chart
             .configure_mesh()
             .x_desc("observed")
@@ -303,13 +298,7 @@ pub fn ranges(title: &str, x_desc: &str, rows: &[(String, [f64; 5])], log_x: boo
         let map = |v: f64| if log_x { v.max(1.0).log10() } else { v };
         let (x0, x1) = span(rows.iter().flat_map(|(_, p)| p.iter().map(|v| map(*v))));
         let names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(15.0))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(90)
-            .build_cartesian_2d(x0..x1, -0.5f64..(n as f64 - 0.5))
-            .map_err(plot_err)?;
+        let mut chart = frame(root, title, 90, x0..x1, -0.5f64..(n as f64 - 0.5))?;
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -343,13 +332,7 @@ pub fn heatmap(title: &str, rows: &[String], columns: &[String], values: &[Vec<f
     canvas(height, |root| {
         let (nr, nc) = (rows.len().max(1), columns.len().max(1));
         let scale = values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, font(15.0))
-            .margin(12)
-            .x_label_area_size(30)
-            .y_label_area_size(150)
-            .build_cartesian_2d(-0.5f64..(nc as f64 - 0.5), -0.5f64..(nr as f64 - 0.5))
-            .map_err(plot_err)?;
+        let mut chart = frame(root, title, 150, -0.5f64..(nc as f64 - 0.5), -0.5f64..(nr as f64 - 0.5))?;
         chart
             .configure_mesh()
             .disable_mesh()

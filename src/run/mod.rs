@@ -17,7 +17,7 @@ use reports::stages::{RunCard, StageRecord, Status};
 use crate::cli::{PipelineArgs, PresetArg};
 use crate::recipe::{self, Recipe};
 
-pub use record::Hasher;
+use record::Hasher;
 
 /// The stages in order: name, stages it reads, what it owns in the run directory.
 pub struct Stage {

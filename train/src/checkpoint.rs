@@ -188,10 +188,20 @@ impl Parent {
             resolve(path)?
         };
         let weights = dir.join("model.safetensors");
-        let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
+        // Streamed: a 1B model's weights are gigabytes.
+        let mut file = std::fs::File::open(&weights).map_err(|e| Error::io(&weights, e))?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io(&weights, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
         let phase = read_state(&dir).ok().map(|s| s.config.phase);
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        Ok(Parent { path: dir, weights_xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)), phase, weight })
+        Ok(Parent { path: dir, weights_xxh3: format!("{:016x}", hasher.digest()), phase, weight })
     }
 }
 

@@ -149,15 +149,6 @@ fn merge_tensor(method: Method, tensors: &[Tensor], weights: &[f64], base: Optio
     }
 }
 
-/// What to merge.
-pub struct MergeSpec {
-    pub checkpoints: Vec<PathBuf>,
-    pub weights: Vec<f64>,
-    pub method: Method,
-    /// The common ancestor, for task arithmetic and TIES.
-    pub base: Option<PathBuf>,
-}
-
 /// Checkpoints read once and checked, to be merged with any weights (a weight search merges
 /// many times).
 pub struct Merger {
@@ -258,9 +249,4 @@ impl Merger {
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         checkpoint::save(out, &state, &model, None, &tokenizer)
     }
-}
-
-/// Merges the checkpoints with the spec's weights into `out` (see [`Merger::write`]).
-pub fn merge(spec: &MergeSpec, out: &Path) -> Result<PathBuf> {
-    Merger::open(&spec.checkpoints, spec.method, spec.base.as_deref())?.write(&spec.weights, out)
 }
