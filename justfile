@@ -13,6 +13,10 @@ mix-experiment:
 merge-experiment:
     scripts/merge-experiment
 
+# Implicit positional distillation: a long-window teacher, a short-window student, then IPD vs CE on packed windows vs long documents vs nothing, at equal tokens (3 seeds).
+ipd-experiment:
+    scripts/ipd-experiment
+
 # The test suite (what CI runs): rustfmt check and every test of the workspace.
 test:
     scripts/test
@@ -33,6 +37,10 @@ lint:
 # mixforge vs Python tokenizers 0.23.3: tokens/s on the same documents, tokenizer and threads.
 bench-tokenize:
     bash bench/tokenize.sh
+
+# Peak memory of a distillation step at a 202,048-token vocabulary and 4,096 positions: chunked loss vs whole logits.
+bench-kd-memory:
+    bash bench/kd-memory.sh
 
 # mixforge vs a PyTorch eager reference: tokens/s training the same model, batch and sequence.
 bench-train:

@@ -57,11 +57,109 @@ pub enum Command {
     ///
     /// Example: mixforge merge --checkpoint runs/code --checkpoint runs/math --weights 0.6,0.4 --out runs/merged
     Merge(MergeArgs),
+    /// Teacher tools: cache a teacher's top-k log-probabilities for a training run's batches.
+    #[command(subcommand)]
+    Teacher(TeacherCommand),
+    /// Needle-in-a-haystack items for long-context evaluation (score them with `eval --task`).
+    #[command(subcommand)]
+    Niah(NiahCommand),
     /// Model configurations.
     #[command(subcommand)]
     Model(ModelCommand),
     /// Print the libtorch version, threads and devices this binary uses.
     Doctor,
+}
+
+/// `mixforge teacher ...`
+#[derive(Debug, Subcommand)]
+pub enum TeacherCommand {
+    /// Run a teacher over the batches a `train` run with the same data flags will read, and
+    /// write its top-k log-probabilities; `train --teacher-cache` then distils from them.
+    ///
+    /// Example: mixforge teacher cache --teacher runs/teacher --shards runs/demo/shards --seq-len 512 --steps 100 --top-k 64 --out runs/cache
+    Cache(TeacherCacheArgs),
+}
+
+/// `teacher cache` flags: the data flags mean what they mean for `train`.
+#[derive(Debug, Args)]
+pub struct TeacherCacheArgs {
+    #[arg(long)]
+    pub teacher: PathBuf,
+    #[arg(long)]
+    pub shards: PathBuf,
+    #[arg(long)]
+    pub mix: Option<PathBuf>,
+    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub doc_mask: bool,
+    #[arg(long)]
+    pub reset_positions: bool,
+    #[arg(long, value_enum, default_value_t = TeacherPackingArg::Same)]
+    pub teacher_packing: TeacherPackingArg,
+    /// Log-probabilities kept per position (the vocabulary size keeps them all).
+    #[arg(long, default_value_t = 64)]
+    pub top_k: usize,
+    /// The distillation temperature the run will use.
+    #[arg(long, default_value_t = 1.0)]
+    pub kd_temperature: f64,
+    /// Cache directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// `mixforge niah ...`
+#[derive(Debug, Subcommand)]
+pub enum NiahCommand {
+    /// Write passkey items: a random 5-digit key stated in real filler text at each depth, asked
+    /// for at the end, with distractor keys of the same token length.
+    ///
+    /// Example: mixforge niah make --filler runs/demo/shards --lengths 256,512 --per-cell 10 --out niah.jsonl
+    Make(NiahMakeArgs),
+}
+
+/// `niah make` flags.
+#[derive(Debug, Args)]
+pub struct NiahMakeArgs {
+    /// Filler: a shards directory (its validation documents, decoded) or a text file.
+    #[arg(long)]
+    pub filler: PathBuf,
+    /// With shards: only this domain's documents.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Tokenizer (tokenizer.json) that counts lengths; default: the shards' own. Required with
+    /// a text file.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Item lengths in tokens (prompt and key).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024")]
+    pub lengths: Vec<usize>,
+    /// Needle depths, 0 (start of the filler) to 1 (its end).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
+    pub depths: Vec<f64>,
+    /// Items per (length, depth).
+    #[arg(long, default_value_t = 10)]
+    pub per_cell: usize,
+    /// Distractor keys per item (rank accuracy by chance: 1 / (distractors + 1)).
+    #[arg(long, default_value_t = 9)]
+    pub distractors: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output JSONL.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `mixforge model ...`
@@ -123,6 +221,9 @@ pub struct TrainArgs {
     /// Distil from this teacher: a mixforge checkpoint or a Hugging Face Llama/Mistral/Ministral directory.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// Distil from a teacher's cached top-k (`mixforge teacher cache` with this run's data flags).
+    #[arg(long, conflicts_with = "teacher")]
+    pub teacher_cache: Option<PathBuf>,
     /// Continue from the run's latest checkpoint (starts fresh when there is none).
     #[arg(long)]
     pub resume: bool,
@@ -162,9 +263,17 @@ pub struct TrainArgs {
     /// Attend only within each packed document.
     #[arg(long)]
     pub doc_mask: bool,
-    /// Restart position ids at each packed document.
+    /// Restart position ids at each packed document. Off for long-context distillation: with a
+    /// document mask and reset positions, RoPE never sees a distance longer than a document.
     #[arg(long)]
     pub reset_positions: bool,
+    /// RoPE base θ (default: the model's; a long-context phase may raise it).
+    #[arg(long)]
+    pub rope_theta: Option<f64>,
+    /// What the teacher sees of a packed window: `same` (the student's tokens, positions and
+    /// mask: implicit positional distillation) or `per-doc` (each document alone).
+    #[arg(long, value_enum, default_value_t = TeacherPackingArg::Same)]
+    pub teacher_packing: TeacherPackingArg,
     /// What to do when a domain is read past its mixture's epoch cap.
     #[arg(long, value_enum, default_value_t = CapPolicyArg::Warn)]
     pub cap_policy: CapPolicyArg,
@@ -177,6 +286,13 @@ pub struct TrainArgs {
     /// auto (CUDA when present), cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+/// What a teacher sees of a packed window.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TeacherPackingArg {
+    Same,
+    PerDoc,
 }
 
 /// Epoch-cap policy.
@@ -204,6 +320,12 @@ pub struct EvalArgs {
     /// Validation sequences per domain.
     #[arg(long, default_value_t = 16)]
     pub eval_sequences: usize,
+    /// Validation window in tokens (default: the checkpoint's training window).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Also report validation loss by position in the window, in this many buckets.
+    #[arg(long)]
+    pub by_position: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

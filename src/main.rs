@@ -46,6 +46,8 @@ fn main() -> ExitCode {
         cli::Command::Export(args) => commands::train::export(&args),
         cli::Command::Merge(args) => commands::train::merge(&args, &mut std::io::stdout().lock()),
         cli::Command::Anneal(args) => commands::anneal::anneal(&args, cli.threads, &mut std::io::stdout().lock()),
+        cli::Command::Teacher(cli::TeacherCommand::Cache(args)) => commands::train::teacher_cache(&args),
+        cli::Command::Niah(cli::NiahCommand::Make(args)) => commands::niah::make(&args, &mut std::io::stdout().lock()),
         cli::Command::Model(command) => commands::train::model(command),
         cli::Command::Doctor => commands::train::doctor(),
     };

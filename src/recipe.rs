@@ -42,6 +42,9 @@ pub struct Recipe {
     /// `mixforge run`: training on the proposal.
     #[serde(default)]
     pub train: TrainSection,
+    /// `mixforge run`: a long-context phase distilled from a teacher (absent: no such phase).
+    #[serde(default)]
+    pub long_context: Option<LongContextSection>,
     /// `mixforge run`: specialists annealed from the trained model (absent: no such phase).
     #[serde(default)]
     pub specialists: Option<SpecialistsSection>,
@@ -197,6 +200,57 @@ impl TrainSection {
             (Some(t), _) => t.div_ceil(per_step).max(1) * per_step,
             (None, Some(s)) => s * per_step,
             (None, None) => 0,
+        }
+    }
+}
+
+/// `[long_context]`: implicit positional distillation. The trained model continues on the same
+/// documents packed into longer windows, learning the teacher's logits over the whole window;
+/// needle-in-a-haystack items from held-out text score it before and after.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongContextSection {
+    /// The phase's window in tokens.
+    pub seq_len: usize,
+    pub steps: u64,
+    pub lr: f64,
+    pub batch_size: usize,
+    /// RoPE base for the phase (absent: the model's).
+    pub rope_theta: Option<f64>,
+    /// A teacher that reads long windows (checkpoint or Hugging Face directory with the same
+    /// tokenizer; relative to the recipe). Absent: the stage trains one (`teacher_*`).
+    pub teacher: Option<PathBuf>,
+    pub teacher_model: String,
+    pub teacher_steps: u64,
+    pub teacher_lr: f64,
+    /// What the teacher sees: same (the student's window) or per-doc.
+    pub packing: String,
+    /// Needle item lengths in tokens (empty: a quarter, a half and all of `seq_len`).
+    pub niah_lengths: Vec<usize>,
+    /// Needle items per (length, depth).
+    pub niah_per_cell: usize,
+    /// The domain whose held-out documents are the needle's filler (absent: all).
+    pub niah_domain: Option<String>,
+    pub seed: u64,
+}
+
+impl Default for LongContextSection {
+    fn default() -> Self {
+        LongContextSection {
+            seq_len: 512,
+            steps: 100,
+            lr: 1e-3,
+            batch_size: 8,
+            rope_theta: None,
+            teacher: None,
+            teacher_model: "tiny".into(),
+            teacher_steps: 300,
+            teacher_lr: 3e-3,
+            packing: "same".into(),
+            niah_lengths: Vec::new(),
+            niah_per_cell: 4,
+            niah_domain: None,
+            seed: 0,
         }
     }
 }
@@ -373,6 +427,9 @@ impl Recipe {
             decontam.evals.iter_mut().for_each(rebase);
         }
         self.eval.tasks.iter_mut().for_each(rebase);
+        if let Some(teacher) = self.long_context.as_mut().and_then(|l| l.teacher.as_mut()) {
+            rebase(teacher);
+        }
         // Model configs and a prior given as files, not preset names.
         for name in [&mut self.swarm.model, &mut self.train.model] {
             if name.ends_with(".toml") && Path::new(name.as_str()).is_relative() {

@@ -421,3 +421,36 @@ fn specialists_and_their_merge_plug_in_as_stages_and_a_report_section() {
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("<figure id=\"merge-deltas\">") && html.contains("<figure id=\"merge-weights\">"));
 }
+
+#[test]
+fn a_long_context_phase_plugs_in_before_evaluation_with_its_report_section() {
+    let dir = scratch("run-long-context");
+    let out = dir.join("run");
+    copy_dir(base(), &out);
+    let extra = "[long_context]\nseq_len = 256\nsteps = 3\nbatch_size = 4\nteacher_steps = 4\nniah_lengths = [160, 256]\nniah_per_cell = 1\n";
+    let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
+    let (skipped, ran) = skipped_and_ran(&stderr);
+    assert_eq!(skipped, ["corpus", "shards", "swarm", "propose", "train"], "{stderr}");
+    assert_eq!(ran, ["long_context", "eval", "report"], "{stderr}");
+    let eval = json(&out.join("eval/eval.json"));
+    assert_eq!(eval["checkpoint"], "long_context/model", "the phase's model is the run's final model");
+    let scores = json(&out.join("long_context/scores.json"));
+    let models: Vec<&String> = scores["models"].as_object().unwrap().keys().collect();
+    assert_eq!(models, ["after", "before", "teacher"]);
+    let state = json(&out.join("long_context/model/checkpoints/step-00000003/state.json"));
+    assert_eq!(state["config"]["phase"], "long-context");
+    assert_eq!(state["config"]["loader"]["seq_len"], 256);
+    assert!(state["config"]["teacher"].as_str().unwrap().ends_with("long_context/teacher"));
+    // The heatmap's data is the scores file's grid.
+    let grid = scores["models"]["after"]["grid"].as_array().unwrap();
+    let rows = csv(&out.join("report/data/niah-after.csv"));
+    assert_eq!(rows.len(), grid.len());
+    for (row, cell) in rows.iter().zip(grid) {
+        assert_eq!(f(&row["rank_acc"]), cell["rank_acc"].as_f64().unwrap(), "{row:?}");
+    }
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("<figure id=\"niah-before\">") && html.contains("<figure id=\"loss-by-position\">"));
+    // A rerun skips the phase.
+    let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
+    assert!(skipped_and_ran(&stderr).1.is_empty(), "{stderr}");
+}

@@ -55,7 +55,7 @@ pub struct KeptWriter {
 impl KeptWriter {
     /// Writes into `dir` (created if missing); `source_names[i]` names source `i`.
     pub fn new(dir: &Path, source_names: Vec<String>) -> Result<KeptWriter> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), cause: source })?;
         Ok(KeptWriter { dir: dir.to_path_buf(), schema: Arc::new(schema()), source_names, writers: BTreeMap::new() })
     }
 
@@ -154,7 +154,7 @@ pub struct KeptBatch {
 pub fn read(path: &Path, batch: usize, mut f: impl FnMut(KeptBatch) -> Result<()>) -> Result<()> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let parquet_err = |source| Error::Parquet { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), cause: source })?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(parquet_err)?
         .with_batch_size(batch.max(1))

@@ -60,7 +60,7 @@ pub fn materialize(config: &MaterializeConfig, proposal: &Proposal) -> Result<Sh
     let tmp = building.path().to_path_buf();
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
+        move |source| Error::Io { path, cause: source }
     };
     std::fs::create_dir_all(tmp.join("stream")).map_err(io(&tmp))?;
     let mut rng = SplitMix64::new(config.seed);

@@ -175,7 +175,8 @@ impl FittedModel {
 
     /// Reads a model, refusing other format versions before parsing the rest.
     pub fn load(path: &Path) -> Result<FittedModel> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), cause: source })?;
         let json = |source| Error::Json { path: path.to_path_buf(), source };
         #[derive(Deserialize)]
         struct Version {

@@ -252,7 +252,8 @@ impl Proposal {
 
     /// Reads a proposal file.
     pub fn load(path: &Path) -> Result<Proposal> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), cause: source })?;
         let toml_err = |e: toml::de::Error| Error::Toml { path: path.to_path_buf(), message: e.to_string() };
         // The version first: a newer layout is refused by its version, not by a missing field.
         #[derive(Deserialize)]

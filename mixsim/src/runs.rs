@@ -45,7 +45,7 @@ struct NumericCsv {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), cause: source })
 }
 
 /// Reads a CSV whose first column is `index` and the rest are numbers. Plain `split(',')`:

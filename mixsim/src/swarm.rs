@@ -85,7 +85,7 @@ pub struct SwarmDir {
 impl SwarmDir {
     /// A swarm directory (created when missing).
     pub fn new(dir: &Path) -> Result<SwarmDir> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), cause: source })?;
         Ok(SwarmDir { dir: dir.to_path_buf() })
     }
 
@@ -103,7 +103,8 @@ impl SwarmDir {
     pub fn start(&self, plan: &SwarmPlan) -> Result<()> {
         let path = self.plan_path();
         if path.exists() {
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), cause: source })?;
             let existing: SwarmPlan =
                 serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
             if existing != *plan {

@@ -37,6 +37,10 @@ pub mod layout {
     pub const PROPOSAL_CV: &str = "propose/proposal.cv.json";
     /// The training run.
     pub const TRAIN: &str = "train";
+    /// The long-context phase (teacher/, model/, niah.jsonl).
+    pub const LONG_CONTEXT: &str = "long_context";
+    /// Its scores, before and after.
+    pub const LONG_CONTEXT_SCORES: &str = "long_context/scores.json";
     /// Specialists annealed from it (one training run each, anneal.json).
     pub const SPECIALISTS: &str = "specialists";
     /// Their merge (a checkpoint run, search.json).
@@ -86,12 +90,13 @@ impl Run {
 type SectionFn = fn(&Run) -> Result<Option<Section>>;
 
 /// The sections, in page order.
-const SECTIONS: [SectionFn; 6] = [
+const SECTIONS: [SectionFn; 7] = [
     sections::card::section,
     sections::summary::section,
     sections::corpus::section,
     sections::simulator::section,
     sections::training::section,
+    sections::long_context::section,
     sections::merge::section,
 ];
 

@@ -332,6 +332,7 @@ pub fn heatmap(title: &str, rows: &[String], columns: &[String], values: &[Vec<f
     canvas(height, |root| {
         let (nr, nc) = (rows.len().max(1), columns.len().max(1));
         let scale = values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let signed = values.iter().flatten().any(|v| *v < 0.0);
         let mut chart = frame(root, title, 150, -0.5f64..(nc as f64 - 0.5), -0.5f64..(nr as f64 - 0.5))?;
         chart
             .configure_mesh()
@@ -365,7 +366,12 @@ pub fn heatmap(title: &str, rows: &[String], columns: &[String], values: &[Vec<f
                 chart
                     .draw_series([Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], colour.filled())])
                     .map_err(plot_err)?;
-                let label = if v.is_finite() { format!("{v:+.3}") } else { "–".into() };
+                let label = match v.is_finite() {
+                    false => "–".into(),
+                    // Signed deltas show their sign; shares and other non-negative values don't.
+                    true if signed => format!("{v:+.3}"),
+                    true => format!("{v:.2}"),
+                };
                 let ink = if t.abs() > 0.6 { WHITE } else { BLACK };
                 chart
                     .draw_series([Text::new(

@@ -140,6 +140,48 @@ pub fn read_card(run: &Path) -> Result<Option<RunCard>> {
 /// Layout version of [`EvalFile`].
 pub const EVAL_FORMAT_VERSION: u32 = 1;
 
+/// Version of [`LongContextFile`].
+pub const LONG_CONTEXT_FORMAT_VERSION: u32 = 1;
+
+/// `RUN/long_context/scores.json`: the models of the long-context phase (before it, after it,
+/// its teacher) on needle items and on validation windows of the phase's length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContextFile {
+    pub format_version: u32,
+    /// The phase's window in tokens.
+    pub seq_len: usize,
+    /// Rank accuracy by chance: 1 / (distractors + 1).
+    pub chance: f64,
+    /// `before`, `after`, `teacher`.
+    pub models: BTreeMap<String, LongContextScores>,
+}
+
+/// One model's long-context scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContextScores {
+    /// Mean validation loss per domain over windows of `seq_len`.
+    pub val_loss: BTreeMap<String, f64>,
+    /// Per domain, the loss in equal buckets of window positions.
+    pub by_position: BTreeMap<String, Vec<f64>>,
+    /// Share of needle items whose key greedy decoding reproduces.
+    pub needle_exact: f64,
+    /// Share whose key outscores every distractor.
+    pub needle_rank_acc: f64,
+    pub grid: Vec<NeedleCell>,
+}
+
+/// Needle scores of one (length, depth).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeedleCell {
+    pub length: usize,
+    pub depth: f64,
+    pub items: usize,
+    pub exact: f64,
+    pub rank_acc: f64,
+}
+
 /// `RUN/eval/eval.json`: the evaluation stage's results in lm-evaluation-harness's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,7 +12,7 @@ use corpus::shards::Shards;
 use serde::{Deserialize, Serialize};
 use train::data::Mixture;
 
-use crate::cli::{AnnealArgs, CapPolicyArg, TrainArgs};
+use crate::cli::{AnnealArgs, CapPolicyArg, TeacherPackingArg, TrainArgs};
 
 /// `OUT/anneal.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -199,6 +199,7 @@ fn one(args: &AnnealArgs, name: &str, mixture: &Mixture) -> Result<BTreeMap<Stri
         tokens: args.tokens,
         out: dir.clone(),
         teacher: None,
+        teacher_cache: None,
         resume,
         batch_size: args.batch_size,
         seq_len: args.seq_len,
@@ -216,6 +217,8 @@ fn one(args: &AnnealArgs, name: &str, mixture: &Mixture) -> Result<BTreeMap<Stri
         keep_checkpoints: 1,
         doc_mask: false,
         reset_positions: false,
+        rope_theta: None,
+        teacher_packing: TeacherPackingArg::Same,
         cap_policy: CapPolicyArg::Warn,
         kd_temperature: 1.0,
         ce_weight: 0.0,

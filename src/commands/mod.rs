@@ -4,6 +4,7 @@ pub mod anneal;
 pub mod corpus;
 pub mod merge_search;
 pub mod mix;
+pub mod niah;
 pub mod shards;
 pub mod tokenizer;
 pub mod train;

@@ -1,5 +1,6 @@
 //! `mixforge train | eval | generate | export | model params | doctor`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -14,10 +15,12 @@ use train::generate::{self, Sampling};
 use train::hf;
 use train::loss::KdConfig;
 use train::optim::AdamWConfig;
-use train::trainer::{self, TrainConfig, Trainer};
+use train::trainer::{self, TeacherPacking, TrainConfig, Trainer};
 use train::{AttnKind, ModelConfig};
 
-use crate::cli::{CapPolicyArg, EvalArgs, ExportArgs, GenerateArgs, ModelChoice, ModelCommand, TrainArgs};
+use crate::cli::{
+    CapPolicyArg, EvalArgs, ExportArgs, GenerateArgs, ModelChoice, ModelCommand, TeacherPackingArg, TrainArgs,
+};
 
 pub fn doctor() -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -227,6 +230,9 @@ fn setting(id: &str, c: &TrainConfig) -> Result<serde_json::Value> {
         "ce_weight" => v(c.kd.ce_weight)?,
         "init" => v(c.init.as_ref().map(|l| l.parents.iter().map(|p| p.path.clone()).collect::<Vec<_>>()))?,
         "phase" => v(&c.phase)?,
+        "rope_theta" => v(c.model.rope_theta)?,
+        "teacher_packing" => v(c.teacher_packing)?,
+        "teacher_cache" => v(&c.teacher_cache)?,
         other => bail!("--{} cannot be checked against a resumed run", other.replace('_', "-")),
     })
 }
@@ -248,6 +254,11 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
                 );
             }
             let parent = checkpoint::Parent::of(path, None)?;
+            let mut model = model;
+            if fresh && args.seq_len > model.max_seq_len {
+                eprintln!("the model's window grows from {} to {} tokens (--seq-len)", model.max_seq_len, args.seq_len);
+                model.max_seq_len = args.seq_len;
+            }
             (model, Some(checkpoint::Lineage { parents: vec![parent], method: None }))
         }
         None => {
@@ -256,6 +267,13 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
             (model, None)
         }
     };
+    let mut model = model;
+    if let Some(theta) = args.rope_theta {
+        if !(theta > 0.0 && theta.is_finite()) {
+            bail!("--rope-theta {theta} must be positive");
+        }
+        model.rope_theta = theta;
+    }
     let mixture = match &args.mix {
         None => Mixture::natural(&shards),
         Some(p) if p.as_os_str() == "natural" => Mixture::natural(&shards),
@@ -312,6 +330,11 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
         teacher_ref: Default::default(),
         phase: args.phase.clone(),
         init,
+        teacher_cache: args.teacher_cache.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+        teacher_packing: match args.teacher_packing {
+            TeacherPackingArg::Same => TeacherPacking::Same,
+            TeacherPackingArg::PerDoc => TeacherPacking::PerDoc,
+        },
     })
 }
 
@@ -376,28 +399,45 @@ pub fn print_val(out: &mut dyn Write, val: &std::collections::BTreeMap<String, f
     Ok(())
 }
 
-/// Validation loss per domain (on `shards`, or the shards the checkpoint was trained on when
-/// they can be found) and task scores of a checkpoint.
-pub fn score(
-    checkpoint: &Path,
-    shards: Option<&Path>,
-    eval_sequences: usize,
-    tasks: &[std::path::PathBuf],
-    limit: Option<usize>,
-    device_name: &str,
-) -> Result<(std::collections::BTreeMap<String, f64>, Vec<eval::TaskScore>)> {
-    let device = train::device::pick(Some(device_name))?;
+/// What [`score`] measures of a checkpoint.
+pub struct Scoring<'a> {
+    /// Shards for validation loss (default: the ones the checkpoint was trained on, when found).
+    pub shards: Option<&'a Path>,
+    pub eval_sequences: usize,
+    /// Validation window (default: the checkpoint's training window).
+    pub seq_len: Option<usize>,
+    /// Buckets of loss by position in the window (none: not measured).
+    pub by_position: Option<usize>,
+    pub tasks: &'a [std::path::PathBuf],
+    pub limit: Option<usize>,
+    pub device: &'a str,
+}
+
+/// What [`score`] measured.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Scores {
+    /// Mean validation cross-entropy per domain.
+    pub val: BTreeMap<String, f64>,
+    /// Per domain, mean loss in each of `by_position` equal buckets of window positions.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_position: BTreeMap<String, Vec<f64>>,
+    pub tasks: Vec<eval::TaskScore>,
+}
+
+/// Validation loss per domain and task scores of a checkpoint.
+pub fn score(checkpoint: &Path, s: &Scoring) -> Result<Scores> {
+    let device = train::device::pick(Some(s.device))?;
     let loaded = hf::load_any(checkpoint, device, false)?;
     let tokenizer = corpus::tokenize::load(&loaded.tokenizer)?;
     let step_dir = checkpoint::resolve(checkpoint).ok();
     let state = step_dir.as_ref().and_then(|d| checkpoint::read_state(d).ok());
     // Validation runs on the shards the checkpoint was trained on, wherever they are now; when
     // they cannot be found the user is told, not left with a table that silently lacks them.
-    let shards_dir = match (shards, &state, &step_dir) {
+    let shards_dir = match (s.shards, &state, &step_dir) {
         (Some(dir), _, _) => Some(dir.to_path_buf()),
-        (None, Some(s), Some(dir)) => {
+        (None, Some(st), Some(dir)) => {
             let run = dir.parent().and_then(Path::parent).unwrap_or(dir);
-            match checkpoint::locate(run, &s.config.shards, &s.config.shards_ref, "shards") {
+            match checkpoint::locate(run, &st.config.shards, &st.config.shards_ref, "shards") {
                 Ok(found) => Some(found),
                 Err(e) => {
                     eprintln!("note: no validation loss: {e}");
@@ -407,50 +447,165 @@ pub fn score(
         }
         _ => None,
     };
-    let mut val = std::collections::BTreeMap::new();
+    let mut scores = Scores::default();
     if let Some(dir) = shards_dir {
         let shards = Shards::open(&dir)?;
-        let seq_len = state.as_ref().map_or(256, |s| s.config.loader.seq_len).min(loaded.model.config.max_seq_len);
+        let window = loaded.model.config.max_seq_len;
+        let seq_len = match s.seq_len {
+            Some(n) if n > window => bail!("--seq-len {n} is longer than the model's window of {window} tokens"),
+            Some(n) => n,
+            None => state.as_ref().map_or(256, |st| st.config.loader.seq_len).min(window),
+        };
         let config = LoaderConfig::evaluation(seq_len, train::data::eos_id(&tokenizer)?);
         let loader = Loader::new(&shards, &Mixture::uniform(&shards), config)?;
-        let tensors = trainer::validation_tensors(&loader, eval_sequences, device);
-        val = trainer::validation_loss(&loaded.model, &tensors, 8);
+        let tensors = trainer::validation_tensors(&loader, s.eval_sequences, device);
+        for (domain, seqs) in &tensors {
+            let per_position = trainer::position_loss(&loaded.model, seqs, 8);
+            let mean = per_position.iter().sum::<f64>() / per_position.len().max(1) as f64;
+            scores.val.insert(domain.clone(), mean);
+            if let Some(buckets) = s.by_position {
+                scores.by_position.insert(domain.clone(), bucket_means(&per_position, buckets));
+            }
+        }
     }
-    let mut scores = Vec::new();
-    for path in tasks {
-        let items = eval::read_task(path, limit)?;
+    for path in s.tasks {
+        let items = eval::read_task(path, s.limit)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        scores.push(eval::evaluate(&loaded.model, &tokenizer, &name, &items)?);
+        scores.tasks.push(eval::evaluate(&loaded.model, &tokenizer, &name, &items)?);
     }
-    Ok((val, scores))
+    Ok(scores)
+}
+
+/// Means of `xs` over `buckets` consecutive, nearly equal ranges.
+fn bucket_means(xs: &[f64], buckets: usize) -> Vec<f64> {
+    let buckets = buckets.clamp(1, xs.len().max(1));
+    (0..buckets)
+        .map(|b| {
+            let (from, to) = (b * xs.len() / buckets, (b + 1) * xs.len() / buckets);
+            xs[from..to].iter().sum::<f64>() / (to - from).max(1) as f64
+        })
+        .collect()
 }
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let (val, scores) =
-        score(&args.checkpoint, args.shards.as_deref(), args.eval_sequences, &args.tasks, args.limit, &args.device)?;
+    let scoring = Scoring {
+        shards: args.shards.as_deref(),
+        eval_sequences: args.eval_sequences,
+        seq_len: args.seq_len,
+        by_position: args.by_position,
+        tasks: &args.tasks,
+        limit: args.limit,
+        device: &args.device,
+    };
+    let scores = score(&args.checkpoint, &scoring)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let perplexity: std::collections::BTreeMap<_, _> = val.iter().map(|(d, l)| (d.clone(), l.exp())).collect();
-        let json = serde_json::json!({"val_loss": val, "val_perplexity": perplexity, "tasks": scores});
+        let perplexity: BTreeMap<_, _> = scores.val.iter().map(|(d, l)| (d.clone(), l.exp())).collect();
+        let mut json = serde_json::json!({"val_loss": scores.val, "val_perplexity": perplexity, "tasks": scores.tasks});
+        if !scores.by_position.is_empty() {
+            json["val_loss_by_position"] = serde_json::to_value(&scores.by_position)?;
+        }
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
-    print_val(&mut out, &val)?;
-    if !scores.is_empty() {
+    print_val(&mut out, &scores.val)?;
+    for (domain, buckets) in &scores.by_position {
+        let cells: Vec<String> = buckets.iter().map(|x| format!("{x:.3}")).collect();
+        writeln!(out, "  {domain:<12} by position: {}", cells.join(" "))?;
+    }
+    if !scores.tasks.is_empty() {
         writeln!(out, "  {:<20} {:>6} {:>8} {:>9} {:>11}", "task", "items", "acc", "acc_norm", "perplexity")?;
-        for s in &scores {
+        for t in &scores.tasks {
             let opt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
             writeln!(
                 out,
                 "  {:<20} {:>6} {:>8.4} {:>9} {:>11}",
-                s.task,
-                s.items,
-                s.acc,
-                opt(s.acc_norm, 4),
-                opt(s.perplexity, 2)
+                t.task,
+                t.items,
+                t.acc,
+                opt(t.acc_norm.or(t.rank_acc), 4),
+                opt(t.perplexity, 2)
             )?;
+            for cell in t.grid.iter().flatten() {
+                writeln!(
+                    out,
+                    "    length {:>6} depth {:>4.2}: exact {:.3}, key ranked first {:.3} ({} items)",
+                    cell.length, cell.depth, cell.exact, cell.rank_acc, cell.items
+                )?;
+            }
         }
     }
+    Ok(())
+}
+
+/// `teacher cache`: the batches a `train` run with the same data flags reads, through the teacher.
+pub fn teacher_cache(args: &crate::cli::TeacherCacheArgs) -> Result<()> {
+    // The loader config and mixture come from `train`'s own flag handling, so they are the
+    // ones the run will build.
+    let mut flags: Vec<String> = ["train", "--shards"].map(String::from).to_vec();
+    flags.push(args.shards.display().to_string());
+    let mut add = |k: &str, v: String| flags.extend([k.to_string(), v]);
+    add("--batch-size", args.batch_size.to_string());
+    add("--seq-len", args.seq_len.to_string());
+    add("--grad-accum", args.grad_accum.to_string());
+    add("--seed", args.seed.to_string());
+    add("--kd-temperature", args.kd_temperature.to_string());
+    add("--out", "unused".into());
+    match (args.steps, args.tokens) {
+        (Some(s), _) => add("--steps", s.to_string()),
+        (None, Some(t)) => add("--tokens", t.to_string()),
+        (None, None) => bail!("give --steps or --tokens"),
+    }
+    if let Some(mix) = &args.mix {
+        add("--mix", mix.display().to_string());
+    }
+    if args.doc_mask {
+        flags.push("--doc-mask".into());
+    }
+    if args.reset_positions {
+        flags.push("--reset-positions".into());
+    }
+    let matches = TrainArgs::augment_args(clap::Command::new("train")).try_get_matches_from(&flags)?;
+    let train_args = <TrainArgs as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    let config = train_config(&train_args, true)?;
+    let device = train::device::pick(Some(&args.device))?;
+    let teacher = hf::load_any(&args.teacher, device, false)?.model;
+    if teacher.config.vocab_size != config.model.vocab_size {
+        bail!(
+            "the teacher has a vocabulary of {} tokens, the shards' tokenizer {}: a cache needs the student's vocabulary",
+            teacher.config.vocab_size,
+            config.model.vocab_size
+        );
+    }
+    let shards = Shards::open(&config.shards)?;
+    let loader = Loader::new(&shards, &config.mixture, config.loader.clone())?;
+    let spec = train::teacher_cache::CacheSpec {
+        packing: match args.teacher_packing {
+            TeacherPackingArg::Same => TeacherPacking::Same,
+            TeacherPackingArg::PerDoc => TeacherPacking::PerDoc,
+        },
+        batches: config.steps * config.grad_accum,
+        top_k: args.top_k,
+        temperature: args.kd_temperature,
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(spec.batches), indicatif::ProgressDrawTarget::stderr())
+        .with_style(
+            indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} batches eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        )
+        .with_prefix("cache");
+    let meta =
+        train::teacher_cache::write(&teacher, loader, &config.mixture, spec, &args.out, &|i| bar.set_position(i))?;
+    bar.finish_and_clear();
+    writeln!(
+        std::io::stdout().lock(),
+        "cached the teacher's top-{} over {} micro-batches → {}; the cache drops {:.4} of its probability mass per token",
+        meta.top_k,
+        meta.batches,
+        args.out.display(),
+        meta.dropped_mass
+    )?;
     Ok(())
 }
 

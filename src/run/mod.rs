@@ -26,21 +26,37 @@ pub struct Stage {
     pub owns: &'static str,
 }
 
-/// Every stage of a run, in order. The index, specialists and merge stages run only when the
-/// recipe asks for them.
-pub const STAGES: [Stage; 10] = [
+/// Every stage of a run, in order. The index, long-context, specialists and merge stages run
+/// only when the recipe asks for them.
+pub const STAGES: [Stage; 11] = [
     Stage { name: "corpus", reads: &[], owns: reports::layout::CORPUS },
     Stage { name: "shards", reads: &["corpus"], owns: reports::layout::SHARDS },
     Stage { name: "index", reads: &["corpus"], owns: reports::layout::INDEX },
     Stage { name: "swarm", reads: &["shards"], owns: reports::layout::SWARM },
     Stage { name: "propose", reads: &["shards", "swarm"], owns: reports::layout::PROPOSE },
     Stage { name: "train", reads: &["shards", "propose"], owns: reports::layout::TRAIN },
-    Stage { name: "specialists", reads: &["shards", "propose", "train"], owns: reports::layout::SPECIALISTS },
-    Stage { name: "merge", reads: &["shards", "train", "specialists"], owns: reports::layout::MERGE },
-    Stage { name: "eval", reads: &["shards", "train", "specialists", "merge"], owns: "eval" },
+    Stage { name: "long_context", reads: &["shards", "propose", "train"], owns: reports::layout::LONG_CONTEXT },
+    Stage {
+        name: "specialists",
+        reads: &["shards", "propose", "train", "long_context"],
+        owns: reports::layout::SPECIALISTS,
+    },
+    Stage { name: "merge", reads: &["shards", "train", "long_context", "specialists"], owns: reports::layout::MERGE },
+    Stage { name: "eval", reads: &["shards", "train", "long_context", "specialists", "merge"], owns: "eval" },
     Stage {
         name: "report",
-        reads: &["corpus", "shards", "index", "swarm", "propose", "train", "specialists", "merge", "eval"],
+        reads: &[
+            "corpus",
+            "shards",
+            "index",
+            "swarm",
+            "propose",
+            "train",
+            "long_context",
+            "specialists",
+            "merge",
+            "eval",
+        ],
         owns: reports::layout::REPORT,
     },
 ];

@@ -14,7 +14,7 @@ use reports::stages::{EvalFile, EvalRow, StageMetric};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::cli::{BudgetArgs, CapPolicyArg, MixProposeArgs, MixSwarmArgs, SurrogateArg, TrainArgs};
+use crate::cli::{BudgetArgs, CapPolicyArg, MixProposeArgs, MixSwarmArgs, SurrogateArg, TeacherPackingArg, TrainArgs};
 use crate::commands;
 use crate::progress::Bars;
 use crate::recipe::Recipe;
@@ -23,6 +23,7 @@ use crate::recipe::Recipe;
 pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
     match stage {
         "index" => recipe.search.as_ref().is_some_and(|s| s.index),
+        "long_context" => recipe.long_context.is_some(),
         "specialists" | "merge" => recipe.specialists.is_some(),
         _ => true,
     }
@@ -31,7 +32,7 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
 /// Stages that continue an interrupted attempt over what it left (shard chunks, finished
 /// proxies, checkpoints); the others start again.
 pub fn resumable(stage: &str) -> bool {
-    matches!(stage, "shards" | "swarm" | "train" | "specialists")
+    matches!(stage, "shards" | "swarm" | "train" | "long_context" | "specialists")
 }
 
 /// The resolved recipe settings a stage depends on; their hash decides whether it reruns.
@@ -46,10 +47,14 @@ pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
         "swarm" => json!({"swarm": r.swarm, "target_tokens": r.train.target_tokens()}),
         "propose" => json!({"propose": r.propose, "swarm": r.swarm, "target_tokens": r.train.target_tokens()}),
         "train" => json!({"train": r.train}),
+        // The phase trains with [train]'s mixture and device; its scores use eval's sequences.
+        "long_context" => {
+            json!({"long_context": r.long_context, "train": r.train, "eval_sequences": r.eval.eval_sequences})
+        }
         "specialists" => json!({"specialists": r.specialists}),
         // The probe starts after the sequences evaluation scores, at training's length.
         "merge" => json!({"merge": r.merge, "probe_after": r.eval.eval_sequences, "seq_len": r.train.seq_len}),
-        "eval" => json!({"eval": r.eval, "merged": r.specialists.is_some()}),
+        "eval" => json!({"eval": r.eval, "merged": r.specialists.is_some(), "long_context": r.long_context.is_some()}),
         "report" => json!({"report": r.report}),
         other => bail!("unknown stage {other}"),
     })
@@ -73,10 +78,29 @@ pub fn external_inputs(stage: &str, r: &Recipe) -> Result<Vec<PathBuf>> {
             }
         }
         "train" => files.extend(model_file(&r.train.model)),
+        "long_context" => {
+            if let Some(l) = &r.long_context {
+                files.extend(model_file(&l.teacher_model));
+                files.extend(l.teacher.as_deref().map(teacher_weights).transpose()?);
+            }
+        }
         "eval" => files.extend(r.eval.tasks.iter().cloned()),
         _ => {}
     }
     Ok(files)
+}
+
+/// The weights file of a teacher given as a checkpoint or Hugging Face directory.
+fn teacher_weights(teacher: &std::path::Path) -> Result<PathBuf> {
+    let dir = train::checkpoint::resolve(teacher).unwrap_or_else(|_| teacher.to_path_buf());
+    let weights = dir.join("model.safetensors");
+    if !weights.exists() {
+        bail!(
+            "[long_context] teacher {}: no model.safetensors there (a mixforge run or a Hugging Face directory)",
+            teacher.display()
+        );
+    }
+    Ok(weights)
 }
 
 /// A model given as a config file (not a preset name): its bytes are an input.
@@ -101,6 +125,7 @@ pub fn execute(stage: &str, ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMet
         "swarm" => swarm_stage(ctx, log),
         "propose" => propose_stage(ctx, log),
         "train" => train_stage(ctx, log),
+        "long_context" => long_context_stage(ctx, log),
         "specialists" => specialists_stage(ctx, log),
         "merge" => merge_stage(ctx, log),
         "eval" => eval_stage(ctx, log),
@@ -217,18 +242,15 @@ fn propose_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     ])
 }
 
-fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+/// The training flags `[train]` describes (the train stage's run; later phases change some).
+fn train_args(ctx: &Ctx) -> Result<TrainArgs> {
     let t = &ctx.recipe.train;
-    // The swarm ran its proxies on one libtorch thread each; training uses them all again.
-    let threads =
-        if ctx.threads > 0 { ctx.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    tch::set_num_threads(threads as i32);
     let mix = match t.mix.as_str() {
         "proposal" => ctx.path(layout::PROPOSAL),
         "natural" | "uniform" => PathBuf::from(&t.mix),
         other => bail!("[train] mix = {other:?}: expected proposal, natural or uniform"),
     };
-    let args = TrainArgs {
+    Ok(TrainArgs {
         model: t.model.clone(),
         init: None,
         phase: "pretrain".into(),
@@ -238,6 +260,7 @@ fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         tokens: t.tokens,
         out: ctx.path(layout::TRAIN),
         teacher: None,
+        teacher_cache: None,
         resume: ctx.resume,
         batch_size: t.batch_size,
         seq_len: t.seq_len,
@@ -254,11 +277,25 @@ fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         keep_checkpoints: t.keep_checkpoints,
         doc_mask: t.doc_mask,
         reset_positions: t.reset_positions,
+        rope_theta: None,
+        teacher_packing: TeacherPackingArg::Same,
         cap_policy: CapPolicyArg::Warn,
         kd_temperature: 1.0,
         ce_weight: 0.0,
         device: t.device.clone(),
-    };
+    })
+}
+
+/// Training uses every thread again (the swarm ran its proxies on one libtorch thread each).
+fn use_all_threads(ctx: &Ctx) {
+    let threads =
+        if ctx.threads > 0 { ctx.threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    tch::set_num_threads(threads as i32);
+}
+
+fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    use_all_threads(ctx);
+    let args = train_args(ctx)?;
     if args.steps.is_none() && args.tokens.is_none() {
         bail!("[train] needs steps or tokens");
     }
@@ -271,6 +308,147 @@ fn train_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     ])
 }
 
+/// The model later phases start from: the long-context phase's when the run has one.
+fn phase_base(ctx: &Ctx) -> PathBuf {
+    if ctx.recipe.long_context.is_some() {
+        ctx.path(layout::LONG_CONTEXT).join("model")
+    } else {
+        ctx.path(layout::TRAIN)
+    }
+}
+
+fn long_context_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let l = ctx.recipe.long_context.as_ref().context("the run has no [long_context]")?;
+    use_all_threads(ctx);
+    let dir = ctx.path(layout::LONG_CONTEXT);
+    let packing = TeacherPackingArg::from_str(&l.packing, true)
+        .map_err(|_| anyhow::anyhow!("[long_context] packing = {:?}: expected same or per-doc", l.packing))?;
+    let phase = |out: PathBuf| -> Result<TrainArgs> {
+        Ok(TrainArgs {
+            seq_len: l.seq_len,
+            batch_size: l.batch_size,
+            grad_accum: 1,
+            steps: Some(l.steps),
+            tokens: None,
+            lr: l.lr,
+            warmup: (l.steps / 10).max(1),
+            seed: l.seed,
+            eval_every: 0,
+            checkpoint_every: (l.steps / 2).max(1),
+            out,
+            ..train_args(ctx)?
+        })
+    };
+    let teacher = match &l.teacher {
+        Some(path) => path.clone(),
+        None => {
+            // No long-window teacher given: train one on the same data at the phase's window.
+            let out = dir.join("teacher");
+            let args = TrainArgs {
+                model: l.teacher_model.clone(),
+                steps: Some(l.teacher_steps),
+                lr: l.teacher_lr,
+                warmup: (l.teacher_steps / 10).max(1),
+                phase: "teacher".into(),
+                checkpoint_every: (l.teacher_steps / 2).max(1),
+                ..phase(out.clone())?
+            };
+            writeln!(log, "training a teacher on {}-token windows → {}", l.seq_len, out.display())?;
+            commands::train::train_with(&args, &[], log)?;
+            out
+        }
+    };
+    let args = TrainArgs {
+        init: Some(ctx.path(layout::TRAIN)),
+        phase: "long-context".into(),
+        teacher: Some(teacher.clone()),
+        rope_theta: l.rope_theta,
+        teacher_packing: packing,
+        // IPD: the packed window whole, attention across documents, positions not reset.
+        doc_mask: false,
+        reset_positions: false,
+        ..phase(dir.join("model"))?
+    };
+    commands::train::train_with(&args, &[], log)?;
+    let niah = dir.join("niah.jsonl");
+    let distractors = 9;
+    let lengths =
+        if l.niah_lengths.is_empty() { vec![l.seq_len / 4, l.seq_len / 2, l.seq_len] } else { l.niah_lengths.clone() };
+    commands::niah::make(
+        &crate::cli::NiahMakeArgs {
+            filler: ctx.path(layout::SHARDS),
+            domain: l.niah_domain.clone(),
+            tokenizer: None,
+            lengths,
+            depths: vec![0.0, 0.25, 0.5, 0.75, 1.0],
+            per_cell: l.niah_per_cell,
+            distractors,
+            seed: l.seed,
+            out: niah.clone(),
+        },
+        log,
+    )?;
+    let shards = ctx.path(layout::SHARDS);
+    let tasks = [niah];
+    let scoring = commands::train::Scoring {
+        shards: Some(&shards),
+        eval_sequences: ctx.recipe.eval.eval_sequences.min(16),
+        seq_len: Some(l.seq_len),
+        by_position: Some(8),
+        tasks: &tasks,
+        limit: None,
+        device: &ctx.recipe.train.device,
+    };
+    let mut models = std::collections::BTreeMap::new();
+    for (name, checkpoint) in [("before", ctx.path(layout::TRAIN)), ("after", dir.join("model")), ("teacher", teacher)]
+    {
+        let scores = commands::train::score(&checkpoint, &scoring)?;
+        let needle = scores.tasks.first().context("the needle task was scored")?;
+        let grid = needle
+            .grid
+            .iter()
+            .flatten()
+            .map(|c| reports::stages::NeedleCell {
+                length: c.length,
+                depth: c.depth,
+                items: c.items,
+                exact: c.exact,
+                rank_acc: c.rank_acc,
+            })
+            .collect();
+        writeln!(
+            log,
+            "{name}: needle exact {:.3}, key ranked first {:.3}",
+            needle.acc,
+            needle.rank_acc.unwrap_or(0.0)
+        )?;
+        models.insert(
+            name.to_string(),
+            reports::stages::LongContextScores {
+                val_loss: scores.val,
+                by_position: scores.by_position,
+                needle_exact: needle.acc,
+                needle_rank_acc: needle.rank_acc.unwrap_or(0.0),
+                grid,
+            },
+        );
+    }
+    let mean = |m: &std::collections::BTreeMap<String, f64>| m.values().sum::<f64>() / m.len().max(1) as f64;
+    let metrics = vec![
+        metric("needle rank acc before", models["before"].needle_rank_acc, Some(true)),
+        metric("needle rank acc after", models["after"].needle_rank_acc, Some(true)),
+        metric("long-window val loss after", mean(&models["after"].val_loss), Some(false)),
+    ];
+    let file = reports::stages::LongContextFile {
+        format_version: reports::stages::LONG_CONTEXT_FORMAT_VERSION,
+        seq_len: l.seq_len,
+        chance: 1.0 / (distractors + 1) as f64,
+        models,
+    };
+    corpus::atomic::write_json(&ctx.path(layout::LONG_CONTEXT_SCORES), &file)?;
+    Ok(metrics)
+}
+
 /// The specialists' names (their folders under `specialists/`), in order.
 fn specialist_names(ctx: &Ctx) -> Result<Vec<String>> {
     let path = ctx.path(layout::SPECIALISTS).join("anneal.json");
@@ -281,7 +459,7 @@ fn specialist_names(ctx: &Ctx) -> Result<Vec<String>> {
 fn specialists_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let s = ctx.recipe.specialists.as_ref().context("the run has no [specialists]")?;
     let args = crate::cli::AnnealArgs {
-        init: ctx.path(layout::TRAIN),
+        init: phase_base(ctx),
         shards: ctx.path(layout::SHARDS),
         specialists: Vec::new(),
         mix: Some(ctx.path(layout::PROPOSAL)),
@@ -325,7 +503,7 @@ fn merge_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         design: None,
         seed: m.seed,
         method,
-        base: Some(ctx.path(layout::TRAIN)),
+        base: Some(phase_base(ctx)),
         density: m.density,
         out: ctx.path(layout::MERGE),
     };
@@ -343,18 +521,26 @@ fn merge_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
 
 fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let e = &ctx.recipe.eval;
-    // The run's final model: the merge when there is one.
-    let (final_dir, final_name) =
-        if ctx.recipe.specialists.is_some() { (layout::MERGE, "merge") } else { (layout::TRAIN, "train") };
-    let checkpoint = ctx.path(final_dir);
-    let (val, scores) = commands::train::score(
-        &checkpoint,
-        Some(&ctx.path(layout::SHARDS)),
-        e.eval_sequences,
-        &e.tasks,
-        e.limit,
-        &ctx.recipe.train.device,
-    )?;
+    // The run's final model: the merge when there is one, else the last phase's.
+    let (final_dir, final_name) = if ctx.recipe.specialists.is_some() {
+        (layout::MERGE.to_string(), "merge")
+    } else if ctx.recipe.long_context.is_some() {
+        (format!("{}/model", layout::LONG_CONTEXT), "long_context")
+    } else {
+        (layout::TRAIN.to_string(), "train")
+    };
+    let checkpoint = ctx.path(&final_dir);
+    let shards = ctx.path(layout::SHARDS);
+    let scoring = commands::train::Scoring {
+        shards: Some(&shards),
+        eval_sequences: e.eval_sequences,
+        seq_len: None,
+        by_position: None,
+        tasks: &e.tasks,
+        limit: e.limit,
+        device: &ctx.recipe.train.device,
+    };
+    let commands::train::Scores { val, tasks: scores, .. } = commands::train::score(&checkpoint, &scoring)?;
     commands::train::print_val(log, &val)?;
     let mut rows = Vec::new();
     for (domain, loss) in &val {
@@ -425,23 +611,17 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let mut models = std::collections::BTreeMap::new();
     if ctx.recipe.specialists.is_some() {
         models.insert(final_name.to_string(), val.clone());
-        let mut others = vec![("base".to_string(), ctx.path(layout::TRAIN))];
+        let mut others = vec![("base".to_string(), phase_base(ctx))];
         for name in specialist_names(ctx)? {
             others.push((format!("specialist {name}"), ctx.path(layout::SPECIALISTS).join(&name)));
         }
+        let val_only = commands::train::Scoring { tasks: &[], ..scoring };
         for (name, dir) in others {
-            let shards = ctx.path(layout::SHARDS);
-            let (loss, _) =
-                commands::train::score(&dir, Some(&shards), e.eval_sequences, &[], None, &ctx.recipe.train.device)?;
-            models.insert(name, loss);
+            models.insert(name, commands::train::score(&dir, &val_only)?.val);
         }
     }
-    let file = EvalFile {
-        format_version: reports::stages::EVAL_FORMAT_VERSION,
-        checkpoint: final_dir.to_string(),
-        rows,
-        models,
-    };
+    let file =
+        EvalFile { format_version: reports::stages::EVAL_FORMAT_VERSION, checkpoint: final_dir.clone(), rows, models };
     corpus::atomic::write_json(&ctx.path(layout::EVAL), &file)?;
     Ok(metrics)
 }

@@ -179,6 +179,10 @@ pub struct Batch {
     pub inputs: Inputs,
     /// `[batch, seq]` next-token targets.
     pub targets: Tensor,
+    /// `[batch, seq]` document index of each token, and its position within its document,
+    /// whatever the student's switches (a teacher may see the documents apart).
+    pub documents: Tensor,
+    pub document_positions: Tensor,
     /// The domain of each sequence.
     pub domains: Vec<String>,
 }
@@ -274,11 +278,14 @@ impl Loader {
     fn to_batch(&self, tokens: &[i64], docs: &[i64], domains: Vec<String>, device: Device) -> Batch {
         let (b, t) = (domains.len() as i64, self.config.seq_len as i64);
         let all = Tensor::from_slice(tokens).view([b, t + 1]).to_device(device);
-        let doc_ids = Tensor::from_slice(docs).view([b, t]).to_device(device);
-        let positions = self.config.reset_positions.then(|| positions_from_docs(docs, b, t).to_device(device));
-        let inputs =
-            Inputs { tokens: all.narrow(1, 0, t), positions, doc_ids: self.config.doc_mask.then_some(doc_ids) };
-        Batch { inputs, targets: all.narrow(1, 1, t), domains }
+        let documents = Tensor::from_slice(docs).view([b, t]).to_device(device);
+        let document_positions = positions_from_docs(docs, b, t).to_device(device);
+        let inputs = Inputs {
+            tokens: all.narrow(1, 0, t),
+            positions: self.config.reset_positions.then(|| document_positions.shallow_clone()),
+            doc_ids: self.config.doc_mask.then(|| documents.shallow_clone()),
+        };
+        Batch { inputs, targets: all.narrow(1, 1, t), documents, document_positions, domains }
     }
 
     /// `n` tokens from domain `d`'s stream, with the document index of each token.

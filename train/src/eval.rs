@@ -29,6 +29,7 @@ pub enum Item {
     Continuation { context: String, continuation: String },
     Generate { context: String, answers: Vec<String> },
     Math { question: String, answer: String },
+    Needle(crate::niah::Needle),
 }
 
 /// Scores of one task.
@@ -41,6 +42,12 @@ pub struct TaskScore {
     pub acc_norm: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub perplexity: Option<f64>,
+    /// Needle items: share whose key outscores every distractor (`acc` is exact match).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank_acc: Option<f64>,
+    /// Needle items: the scores per (length, depth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid: Option<Vec<crate::niah::Cell>>,
 }
 
 /// Reads a task file, naming the line of any item it can't use.
@@ -66,6 +73,9 @@ fn parse_item(v: &serde_json::Value) -> std::result::Result<Item, String> {
     let strings = |k: &str| -> Option<Vec<String>> {
         v[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
     };
+    if let Some(needle) = crate::niah::parse(v) {
+        return needle.map(Item::Needle);
+    }
     let gold = |n: usize| -> std::result::Result<usize, String> {
         let g = v["gold"].as_u64().ok_or("gold is missing or not an integer")? as usize;
         if g >= n { Err(format!("gold {g} is out of range for {n} options")) } else { Ok(g) }
@@ -94,7 +104,7 @@ fn parse_item(v: &serde_json::Value) -> std::result::Result<Item, String> {
         return Ok(Item::Math { question, answer });
     }
     Err("unknown item shape: expected query+choices+gold, context_options+continuation+gold, \
-         context+continuation, context+answer, or question+answer"
+         context+continuation, context+answer, question+answer, or context+key+distractors+length+depth"
         .into())
 }
 
@@ -157,6 +167,7 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
     let eos = crate::data::eos_id(tok)?;
     let (mut hits, mut hits_norm, mut has_norm) = (0usize, 0usize, false);
     let (mut ll_sum, mut ll_tokens, mut has_ppl) = (0.0, 0usize, false);
+    let (mut needles, mut needle_scores) = (Vec::new(), Vec::new());
     for (k, item) in items.iter().enumerate() {
         let at = |e: Error| Error::Data(format!("task {task}, item {}: {e}", k + 1));
         match item {
@@ -195,8 +206,16 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
                 let out = generate::greedy_until(model, tok, &prompt, 256, &["\n\n", "Question:"]).map_err(at)?;
                 hits += usize::from(last_number(&out).as_deref() == Some(answer.as_str()));
             }
+            Item::Needle(needle) => {
+                let score = crate::niah::score(model, tok, needle).map_err(at)?;
+                hits += usize::from(score.exact);
+                needles.push(needle.clone());
+                needle_scores.push(score);
+            }
         }
     }
+    let has_needles = !needles.is_empty();
+    let ranked = needle_scores.iter().filter(|s| s.rank == 1).count();
     let n = items.len() as f64;
     Ok(TaskScore {
         task: task.to_string(),
@@ -205,6 +224,8 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
         acc_norm: has_norm.then(|| hits_norm as f64 / n),
         // lm-eval's LAMBADA perplexity: exp of the mean negative log-likelihood per item.
         perplexity: has_ppl.then(|| (-ll_sum / ll_tokens.max(1) as f64).exp()),
+        rank_acc: has_needles.then(|| ranked as f64 / needles.len() as f64),
+        grid: has_needles.then(|| crate::niah::grid(&needles, &needle_scores)),
     })
 }
 

@@ -72,6 +72,16 @@ pub fn greedy_until(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize
     decode(tok, &ids[start..])
 }
 
+/// The next `n` greedy tokens after `ids`.
+pub fn greedy_ids(model: &Llama, ids: &[i64], n: usize) -> Vec<i64> {
+    let mut ids = ids.to_vec();
+    let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
+    for _ in 0..n {
+        ids.push(next_token(model, &ids, greedy));
+    }
+    ids.split_off(ids.len() - n)
+}
+
 fn next_token(model: &Llama, ids: &[i64], s: Sampling) -> i64 {
     let window = &ids[ids.len().saturating_sub(model.config.max_seq_len)..];
     tch::no_grad(|| {

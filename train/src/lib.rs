@@ -14,10 +14,12 @@ pub mod hf;
 pub mod loss;
 pub mod merge;
 pub mod model;
+pub mod niah;
 pub mod optim;
 pub mod params;
 pub mod proxy;
 pub mod rng;
+pub mod teacher_cache;
 pub mod trainer;
 
 use std::path::{Path, PathBuf};
@@ -28,23 +30,23 @@ pub use model::Llama;
 /// Errors from training, loading and evaluation, each naming what it was about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{0}")]
     Data(String),
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
-    #[error("libtorch: {0}")]
+    #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Corpus(#[from] corpus::Error),
 }
 
 impl Error {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
-        Error::Io { path: path.to_path_buf(), source }
+    pub(crate) fn io(path: &Path, cause: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), cause }
     }
 
     pub(crate) fn format(path: &Path, message: impl Into<String>) -> Error {

@@ -25,6 +25,14 @@ impl Inputs {
     pub fn tokens(tokens: Tensor) -> Inputs {
         Inputs { tokens, positions: None, doc_ids: None }
     }
+
+    pub fn shallow_clone(&self) -> Inputs {
+        Inputs {
+            tokens: self.tokens.shallow_clone(),
+            positions: self.positions.as_ref().map(Tensor::shallow_clone),
+            doc_ids: self.doc_ids.as_ref().map(Tensor::shallow_clone),
+        }
+    }
 }
 
 struct Layer {

@@ -97,6 +97,8 @@ pub fn run(spec: &ProxySpec) -> Result<ProxyResult> {
         teacher_ref: Default::default(),
         phase: "proxy".into(),
         init: None,
+        teacher_packing: Default::default(),
+        teacher_cache: None,
     };
     let mut trainer = Trainer::new(config, None, Device::Cpu)?;
     let outcome = trainer.train(false)?;

@@ -14,11 +14,12 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, InputRef, Lineage, State};
 use crate::config::ModelConfig;
-use crate::data::{Loader, LoaderConfig, Mixture};
+use crate::data::{Batch, Loader, LoaderConfig, Mixture};
 use crate::hf;
 use crate::loss::{self, KdConfig};
 use crate::model::{Inputs, Llama};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::teacher_cache::{CachedBatch, TeacherCache};
 use crate::{Error, Result};
 
 /// Everything that defines a run; stored in every checkpoint.
@@ -58,6 +59,36 @@ pub struct TrainConfig {
     /// from `seed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<Lineage>,
+    /// What the teacher sees of a packed window.
+    #[serde(default)]
+    pub teacher_packing: TeacherPacking,
+    /// A teacher's cached top-k (`teacher cache`) to distil from instead of a live teacher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_cache: Option<PathBuf>,
+}
+
+/// The teacher's view of a packed training window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherPacking {
+    /// Exactly the student's tokens, positions and mask: the teacher's logits are those of the
+    /// window the student is scored on (implicit positional distillation).
+    #[default]
+    Same,
+    /// Each document on its own: masked from its neighbours, positions from 0.
+    PerDoc,
+}
+
+/// The inputs the teacher sees for `batch`.
+pub fn teacher_inputs(batch: &Batch, packing: TeacherPacking) -> Inputs {
+    match packing {
+        TeacherPacking::Same => batch.inputs.shallow_clone(),
+        TeacherPacking::PerDoc => Inputs {
+            tokens: batch.inputs.tokens.shallow_clone(),
+            positions: Some(batch.document_positions.shallow_clone()),
+            doc_ids: Some(batch.documents.shallow_clone()),
+        },
+    }
 }
 
 fn default_phase() -> String {
@@ -88,6 +119,7 @@ pub struct Trainer {
     pub optim: AdamW,
     pub loader: Loader,
     teacher: Option<Llama>,
+    cache: Option<TeacherCache>,
     tokenizer: PathBuf,
     run: Option<PathBuf>,
     pub step: u64,
@@ -105,7 +137,11 @@ impl Trainer {
                 return Err(Error::Config("a run starts from one checkpoint (merge several first)".into()));
             };
             let loaded = hf::load_any(&parent.path, device, false)?;
-            if loaded.model.config != trainer.config.model {
+            // A phase may lengthen the window and change RoPE's base; the weights don't depend on them.
+            let mut parent_config = loaded.model.config.clone();
+            parent_config.max_seq_len = trainer.config.model.max_seq_len;
+            parent_config.rope_theta = trainer.config.model.rope_theta;
+            if parent_config != trainer.config.model {
                 return Err(Error::Config(format!(
                     "{}: its model config differs from the run's ({})",
                     parent.path.display(),
@@ -144,6 +180,30 @@ impl Trainer {
             Some(path) => Some(load_teacher(path, &config.model, device)?),
             None => None,
         };
+        let cache = match &config.teacher_cache {
+            Some(dir) => {
+                let cache = TeacherCache::open(dir)?;
+                let batches = config.steps * config.grad_accum;
+                cache.check(
+                    &config.loader,
+                    &config.mixture,
+                    batches,
+                    config.kd.temperature,
+                    config.model.vocab_size,
+                )?;
+                eprintln!(
+                    "distilling from the top-{} cache {}: it drops {:.4} of the teacher's probability mass per token",
+                    cache.meta.top_k,
+                    dir.display(),
+                    cache.meta.dropped_mass
+                );
+                Some(cache)
+            }
+            None => None,
+        };
+        if cache.is_some() && teacher.is_some() {
+            return Err(Error::Config("give a teacher or a teacher cache, not both".into()));
+        }
         let validation = validation_tensors(&loader, config.eval_sequences, device);
         if let Some(run) = run {
             std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
@@ -156,6 +216,7 @@ impl Trainer {
             optim,
             loader,
             teacher,
+            cache,
             tokenizer: shards.tokenizer_path(),
             run: run.map(Path::to_path_buf),
             step: 0,
@@ -263,23 +324,34 @@ impl Trainer {
         let accum = self.config.grad_accum;
         let device = self.model.device;
         let mut total = 0.0;
-        for _ in 0..accum {
+        for micro in 0..accum {
             let batch = self.loader.next_batch(device)?;
-            let loss = tch::autocast(device.is_cuda(), || {
-                let logits = self.model.forward(&batch.inputs);
-                match &self.teacher {
-                    None => loss::cross_entropy(&logits, &batch.targets),
-                    Some(teacher) => {
-                        let t_logits = tch::no_grad(|| teacher.forward(&batch.inputs));
-                        loss::distillation(&logits, &t_logits, &batch.targets, &self.config.kd)
-                    }
-                }
-            });
-            let scaled = &loss / accum as f64;
-            scaled.backward();
-            total += loss.double_value(&[]);
+            let cached = match &self.cache {
+                Some(c) => Some(c.batch(self.step * accum + micro, &batch.inputs.tokens)?),
+                None => None,
+            };
+            total += tch::autocast(device.is_cuda(), || self.batch_loss(&batch, cached.as_ref(), 1.0 / accum as f64));
         }
         Ok(total / accum as f64)
+    }
+
+    /// The loss of one micro-batch, back-propagated times `scale`.
+    fn batch_loss(&self, batch: &Batch, cached: Option<&CachedBatch>, scale: f64) -> f64 {
+        let inputs = self.teacher.as_ref().map(|_| teacher_inputs(batch, self.config.teacher_packing));
+        let teacher = match (&self.teacher, &inputs, cached) {
+            (Some(t), Some(i), _) => Some(loss::Teacher::Online(t, i)),
+            (_, _, Some(c)) => Some(loss::Teacher::Cached(c)),
+            _ => None,
+        };
+        loss::window_loss(
+            &self.model,
+            &batch.inputs,
+            &batch.targets,
+            teacher,
+            &self.config.kd,
+            loss::DEFAULT_CHUNK,
+            scale,
+        )
     }
 
     /// Mean validation cross-entropy per domain.
@@ -359,28 +431,50 @@ pub fn window_tensors(loader: &Loader, skip: usize, max_sequences: usize, device
 
 /// Mean next-token cross-entropy of `model` over each domain's validation sequences.
 pub fn validation_loss(model: &Llama, validation: &BTreeMap<String, Tensor>, batch: usize) -> BTreeMap<String, f64> {
+    validation
+        .iter()
+        .map(|(domain, seqs)| {
+            let by_position = position_loss(model, seqs, batch);
+            (domain.clone(), by_position.iter().sum::<f64>() / by_position.len().max(1) as f64)
+        })
+        .collect()
+}
+
+/// Mean next-token cross-entropy at each position of the window over `seqs` `[n, seq + 1]`
+/// (position `i` predicts token `i + 1` having seen `i + 1` tokens).
+pub fn position_loss(model: &Llama, seqs: &Tensor, batch: usize) -> Vec<f64> {
+    let (n, len) = seqs.size2().expect("[n, seq + 1]");
+    let d = model.config.d_model as i64;
+    let mut sum = Tensor::zeros([len - 1], (tch::Kind::Double, tch::Device::Cpu));
     tch::no_grad(|| {
-        validation
-            .iter()
-            .map(|(domain, seqs)| {
-                let (n, len) = seqs.size2().expect("[n, seq + 1]");
-                let (mut sum, mut count) = (0.0, 0i64);
-                let mut i = 0;
-                while i < n {
-                    let b = (batch as i64).min(n - i);
-                    let chunk = seqs.narrow(0, i, b);
-                    let logits = tch::autocast(model.device.is_cuda(), || {
-                        model.forward(&Inputs::tokens(chunk.narrow(1, 0, len - 1)))
-                    });
-                    let loss = loss::cross_entropy(&logits, &chunk.narrow(1, 1, len - 1));
-                    sum += loss.double_value(&[]) * (b * (len - 1)) as f64;
-                    count += b * (len - 1);
-                    i += b;
-                }
-                (domain.clone(), sum / count.max(1) as f64)
-            })
-            .collect()
-    })
+        let mut i = 0;
+        while i < n {
+            let b = (batch as i64).min(n - i);
+            let chunk = seqs.narrow(0, i, b);
+            let hidden =
+                tch::autocast(model.device.is_cuda(), || model.hidden(&Inputs::tokens(chunk.narrow(1, 0, len - 1))));
+            let (hidden, targets) = (hidden.reshape([-1, d]), chunk.narrow(1, 1, len - 1).reshape([-1]));
+            let rows = hidden.size()[0];
+            let per_token: Vec<Tensor> = (0..rows)
+                .step_by(loss::DEFAULT_CHUNK as usize)
+                .map(|start| {
+                    let len = loss::DEFAULT_CHUNK.min(rows - start);
+                    let logits = model.logits(&hidden.narrow(0, start, len));
+                    let nll = logits.cross_entropy_loss::<Tensor>(
+                        &targets.narrow(0, start, len),
+                        None,
+                        tch::Reduction::None,
+                        -100,
+                        0.0,
+                    );
+                    nll.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu)
+                })
+                .collect();
+            sum += Tensor::cat(&per_token, 0).view([b, len - 1]).sum_dim_intlist(0, false, tch::Kind::Double);
+            i += b;
+        }
+    });
+    Vec::<f64>::try_from(sum / n.max(1) as f64).expect("a 1-d double tensor")
 }
 
 /// Keeps the metric lines up to `step` (a resumed run rewrites what came after).

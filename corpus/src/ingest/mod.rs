@@ -175,7 +175,7 @@ pub fn expand_sources(sources: &[SourceConfig]) -> Result<Vec<InputFile>> {
                     reason: format!("invalid glob `{pattern}`: {e}"),
                 })?;
                 for entry in matches {
-                    let path = entry.map_err(|e| Error::Io { path: e.path().to_path_buf(), source: e.into() })?;
+                    let path = entry.map_err(|e| Error::Io { path: e.path().to_path_buf(), cause: e.into() })?;
                     if path.is_file() {
                         paths.insert(path);
                     }

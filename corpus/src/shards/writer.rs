@@ -126,7 +126,7 @@ fn kept_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
     let dir = input.join("kept");
     let entries = std::fs::read_dir(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
-        source: std::io::Error::new(
+        cause: std::io::Error::new(
             source.kind(),
             format!("{source} (run `mixforge corpus run ... --out {}` first)", input.display()),
         ),

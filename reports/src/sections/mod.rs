@@ -3,6 +3,7 @@
 
 pub mod card;
 pub mod corpus;
+pub mod long_context;
 pub mod merge;
 pub mod simulator;
 pub mod summary;
