@@ -1,7 +1,7 @@
 //! Shared helpers of the CLI tests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// A fresh, empty scratch directory unique to this process and `name`.
@@ -33,4 +33,14 @@ pub fn demo_shards() -> &'static Path {
         assert!(out.status.success(), "corpus run failed:\n{}", String::from_utf8_lossy(&out.stderr));
         run.join("shards")
     })
+}
+
+/// Runs the `mixforge` binary under test from the package folder.
+pub fn mixforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }

@@ -3,22 +3,13 @@
 //! builds, and a newer version must be refused with a message naming it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use crate::common::{manifest_dir, scratch};
-
-fn mixforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
-}
+use crate::common::{manifest_dir, mixforge, s, scratch};
 
 fn ok(args: &[&str]) -> String {
     let out = mixforge(args);
     assert!(out.status.success(), "mixforge {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A private copy of the fixtures: tests that resume or write must not touch the checkout.

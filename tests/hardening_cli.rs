@@ -3,13 +3,9 @@
 //! index --out` that deleted whatever it was pointed at.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::common::{demo_shards, manifest_dir, scratch};
-
-fn mixforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
-}
+use crate::common::{demo_shards, mixforge, s, scratch};
 
 fn ok(args: &[&str]) -> Output {
     let out = mixforge(args);
@@ -29,10 +25,6 @@ fn refused(args: &[&str], needles: &[&str]) {
 
 fn refs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn train(shards: &Path, out: &Path, extra: &[&str]) -> Vec<String> {

@@ -3,26 +3,18 @@
 //! shards and scored by `eval`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use tch::Device;
 use train::data::{CapPolicy, Loader, LoaderConfig, Mixture};
 use train::model::Inputs;
 use train::trainer::{TeacherPacking, teacher_inputs};
 
-use crate::common::{demo_shards, manifest_dir, scratch};
-
-fn mixforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
-}
+use crate::common::{demo_shards, mixforge, s, scratch};
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "mixforge failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn state(run: &Path) -> serde_json::Value {

@@ -8,19 +8,11 @@ use std::sync::OnceLock;
 
 use tch::{Kind, Tensor};
 
-use crate::common::{demo_shards, manifest_dir, scratch};
-
-fn mixforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
-}
+use crate::common::{demo_shards, manifest_dir, mixforge, s, scratch};
 
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "mixforge failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A tiny run of a few steps: `seed` sets its weights; `init` starts it from a checkpoint.

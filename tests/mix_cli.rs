@@ -4,11 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{manifest_dir, scratch};
-
-fn mixforge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
-}
+use crate::common::{manifest_dir, mixforge, scratch};
 
 fn regmix(file: &str) -> String {
     manifest_dir().join("../shared/data/regmix").join(file).display().to_string()

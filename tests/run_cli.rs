@@ -7,15 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use crate::common::{manifest_dir, scratch};
-
-fn mixforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::common::{manifest_dir, mixforge, s, scratch};
 
 fn shared(rel: &str) -> String {
     let path = manifest_dir().join("../shared/data/corpus").join(rel);

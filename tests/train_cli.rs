@@ -8,16 +8,12 @@ use std::time::{Duration, Instant};
 use corpus::shards::{Shards, Split};
 use train::model::Inputs;
 
-use crate::common::{demo_shards, manifest_dir, scratch};
+use crate::common::{demo_shards, manifest_dir, s, scratch};
 
 fn mixforge(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_mixforge")).args(args).current_dir(manifest_dir()).output().unwrap();
     assert!(out.status.success(), "mixforge {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Trains the tiny preset with small batches; extra flags appended.
