@@ -354,10 +354,16 @@ fn python() -> String {
 
 #[test]
 fn the_page_renders_in_chromium_without_errors_or_requests() {
+    browser_check(base(), "report-quick.png");
+}
+
+/// Opens RUN's report in Chromium: no console error, no request, every figure drawn, the
+/// embedded font loaded; keeps a screenshot under the target dir.
+fn browser_check(run: &Path, screenshot: &str) {
     // scripts/test installs Chromium, chromedriver and selenium (scripts/setup-browser).
-    let page = base().join("report/index.html");
+    let page = run.join("report/index.html");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest_dir().join("target"), PathBuf::from);
-    let shot = target.join("test-artifacts/report-quick.png");
+    let shot = target.join("test-artifacts").join(screenshot);
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let out = Command::new(python())
         .args([s(&manifest_dir().join("tests/python/report_check.py")), s(&page), s(&shot)])
@@ -366,7 +372,7 @@ fn the_page_renders_in_chromium_without_errors_or_requests() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "browser check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let figures = std::fs::read_dir(base().join("report/figures")).unwrap().count() as u64;
+    let figures = std::fs::read_dir(run.join("report/figures")).unwrap().count() as u64;
     assert_eq!(result["figures"].as_u64().unwrap(), figures, "every figure rendered: {result}");
     assert!(
         result["fonts"].as_array().unwrap().iter().any(|f| f == "mixforge-sans"),
@@ -442,6 +448,7 @@ fn a_long_context_phase_plugs_in_before_evaluation_with_its_report_section() {
     }
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("<figure id=\"niah-before\">") && html.contains("<figure id=\"loss-by-position\">"));
+    browser_check(&out, "report-long-context.png");
     // A rerun skips the phase.
     let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
     assert!(skipped_and_ran(&stderr).1.is_empty(), "{stderr}");
