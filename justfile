@@ -13,7 +13,7 @@ mix-experiment:
 merge-experiment:
     scripts/merge-experiment
 
-# Implicit positional distillation: a long-window teacher, a short-window student, then IPD vs CE on packed windows vs long documents vs nothing, at equal tokens (3 seeds).
+# Implicit positional distillation: a long-window teacher, a short-window student, then IPD (teacher over the window, or per document) vs CE on packed windows vs long documents vs nothing, at equal tokens (3 seeds).
 ipd-experiment:
     scripts/ipd-experiment
 

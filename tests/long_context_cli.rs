@@ -229,3 +229,32 @@ fn training_from_a_full_teacher_cache_follows_the_online_teacher() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("written for another run"), "{stderr}");
 }
+
+#[test]
+fn the_ipd_experiment_runs_end_to_end_at_a_tiny_size() {
+    let dir = scratch("ipd-experiment");
+    let out = std::process::Command::new("bash")
+        .arg(crate::common::manifest_dir().join("scripts/ipd-experiment"))
+        .envs([
+            ("MIXFORGE_BIN", env!("CARGO_BIN_EXE_mixforge")),
+            ("OUT", s(&dir)),
+            ("SEEDS", "0 1"),
+            ("SHORT", "32"),
+            ("LONG", "128"),
+            ("TEACHER_STEPS", "3"),
+            ("STUDENT_STEPS", "3"),
+            ("PHASE_STEPS", "2"),
+            ("PER_CELL", "1"),
+            ("LIMIT", "10"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ipd-experiment failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("paired differences, same seed"), "{stdout}");
+    let comparison: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).unwrap()).unwrap();
+    let arms: Vec<&String> = comparison.as_object().unwrap().keys().collect();
+    assert_eq!(arms, ["ce-packed", "ipd", "ipd-per-doc", "long-docs", "none", "teacher"]);
+    assert_eq!(comparison["ipd"].as_array().unwrap().len(), 2, "one row per seed");
+}
