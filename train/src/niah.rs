@@ -187,7 +187,10 @@ fn ids(tok: &Tokenizer, context: &str, continuation: &str) -> Result<(Vec<i64>, 
             .collect())
     };
     let whole = enc(&format!("{context} {continuation}"))?;
-    let n_ctx = enc(context)?.len().min(whole.len() - 1);
+    if whole.len() < 2 {
+        return Err(Error::Data("the item's context and key are empty".into()));
+    }
+    let n_ctx = enc(context)?.len().clamp(1, whole.len() - 1);
     Ok((whole, n_ctx))
 }
 
