@@ -107,6 +107,8 @@ pub struct TeacherCacheArgs {
     pub reset_positions: bool,
     #[arg(long, value_enum, default_value_t = TeacherPackingArg::Same)]
     pub teacher_packing: TeacherPackingArg,
+    #[arg(long, value_enum, default_value_t = CapPolicyArg::Warn)]
+    pub cap_policy: CapPolicyArg,
     /// Log-probabilities kept per position (the vocabulary size keeps them all).
     #[arg(long, default_value_t = 64)]
     pub top_k: usize,

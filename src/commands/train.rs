@@ -406,6 +406,9 @@ pub struct Scoring<'a> {
     pub eval_sequences: usize,
     /// Validation window (default: the checkpoint's training window).
     pub seq_len: Option<usize>,
+    /// Score past the model's window when `seq_len` (or an item) is longer, instead of refusing:
+    /// RoPE takes any position, and a phase's "before" is measured this way.
+    pub extend_window: bool,
     /// Buckets of loss by position in the window (none: not measured).
     pub by_position: Option<usize>,
     pub tasks: &'a [std::path::PathBuf],
@@ -427,7 +430,12 @@ pub struct Scores {
 /// Validation loss per domain and task scores of a checkpoint.
 pub fn score(checkpoint: &Path, s: &Scoring) -> Result<Scores> {
     let device = train::device::pick(Some(s.device))?;
-    let loaded = hf::load_any(checkpoint, device, false)?;
+    let mut loaded = hf::load_any(checkpoint, device, false)?;
+    if s.extend_window
+        && let Some(n) = s.seq_len
+    {
+        loaded.model.config.max_seq_len = loaded.model.config.max_seq_len.max(n);
+    }
     let tokenizer = corpus::tokenize::load(&loaded.tokenizer)?;
     let step_dir = checkpoint::resolve(checkpoint).ok();
     let state = step_dir.as_ref().and_then(|d| checkpoint::read_state(d).ok());
@@ -492,6 +500,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         shards: args.shards.as_deref(),
         eval_sequences: args.eval_sequences,
         seq_len: args.seq_len,
+        extend_window: false,
         by_position: args.by_position,
         tasks: &args.tasks,
         limit: args.limit,
@@ -523,9 +532,12 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
                 t.task,
                 t.items,
                 t.acc,
-                opt(t.acc_norm.or(t.rank_acc), 4),
+                opt(t.acc_norm, 4),
                 opt(t.perplexity, 2)
             )?;
+            if let Some(rank) = t.rank_acc {
+                writeln!(out, "    key ranked first among its distractors: {rank:.4}")?;
+            }
             for cell in t.grid.iter().flatten() {
                 writeln!(
                     out,
@@ -542,8 +554,11 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 pub fn teacher_cache(args: &crate::cli::TeacherCacheArgs) -> Result<()> {
     // The loader config and mixture come from `train`'s own flag handling, so they are the
     // ones the run will build.
+    // The teacher stands in for the student's model (`--init`): its window grows to --seq-len
+    // and its tokenizer must be the shards'.
     let mut flags: Vec<String> = ["train", "--shards"].map(String::from).to_vec();
     flags.push(args.shards.display().to_string());
+    flags.extend(["--init".to_string(), args.teacher.display().to_string()]);
     let mut add = |k: &str, v: String| flags.extend([k.to_string(), v]);
     add("--batch-size", args.batch_size.to_string());
     add("--seq-len", args.seq_len.to_string());
@@ -565,18 +580,14 @@ pub fn teacher_cache(args: &crate::cli::TeacherCacheArgs) -> Result<()> {
     if args.reset_positions {
         flags.push("--reset-positions".into());
     }
+    if matches!(args.cap_policy, CapPolicyArg::Stop) {
+        flags.extend(["--cap-policy".to_string(), "stop".to_string()]);
+    }
     let matches = TrainArgs::augment_args(clap::Command::new("train")).try_get_matches_from(&flags)?;
     let train_args = <TrainArgs as clap::FromArgMatches>::from_arg_matches(&matches)?;
     let config = train_config(&train_args, true)?;
     let device = train::device::pick(Some(&args.device))?;
-    let teacher = hf::load_any(&args.teacher, device, false)?.model;
-    if teacher.config.vocab_size != config.model.vocab_size {
-        bail!(
-            "the teacher has a vocabulary of {} tokens, the shards' tokenizer {}: a cache needs the student's vocabulary",
-            teacher.config.vocab_size,
-            config.model.vocab_size
-        );
-    }
+    let teacher = trainer::load_teacher(&args.teacher, config.model.vocab_size, args.seq_len, device)?;
     let shards = Shards::open(&config.shards)?;
     let loader = Loader::new(&shards, &config.mixture, config.loader.clone())?;
     let spec = train::teacher_cache::CacheSpec {

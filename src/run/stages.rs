@@ -81,7 +81,7 @@ pub fn external_inputs(stage: &str, r: &Recipe) -> Result<Vec<PathBuf>> {
         "long_context" => {
             if let Some(l) = &r.long_context {
                 files.extend(model_file(&l.teacher_model));
-                files.extend(l.teacher.as_deref().map(teacher_weights).transpose()?);
+                files.extend(l.teacher.as_deref().map(teacher_weights).transpose()?.into_iter().flatten());
             }
         }
         "eval" => files.extend(r.eval.tasks.iter().cloned()),
@@ -91,16 +91,29 @@ pub fn external_inputs(stage: &str, r: &Recipe) -> Result<Vec<PathBuf>> {
 }
 
 /// The weights file of a teacher given as a checkpoint or Hugging Face directory.
-fn teacher_weights(teacher: &std::path::Path) -> Result<PathBuf> {
+fn teacher_weights(teacher: &std::path::Path) -> Result<Vec<PathBuf>> {
     let dir = train::checkpoint::resolve(teacher).unwrap_or_else(|_| teacher.to_path_buf());
     let weights = dir.join("model.safetensors");
-    if !weights.exists() {
+    if weights.exists() {
+        return Ok(vec![weights]);
+    }
+    // A sharded Hugging Face checkpoint: its index and every shard it names.
+    let index = dir.join("model.safetensors.index.json");
+    if !index.exists() {
         bail!(
-            "[long_context] teacher {}: no model.safetensors there (a mixforge run or a Hugging Face directory)",
+            "[long_context] teacher {}: no model.safetensors or model.safetensors.index.json there (a mixforge run or a Hugging Face directory)",
             teacher.display()
         );
     }
-    Ok(weights)
+    let map: Value = reports::stages::read_json(&index)?;
+    let mut files: Vec<PathBuf> = map["weight_map"]
+        .as_object()
+        .map(|m| m.values().filter_map(Value::as_str).map(|f| dir.join(f)).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.dedup();
+    files.insert(0, index);
+    Ok(files)
 }
 
 /// A model given as a config file (not a preset name): its bytes are an input.
@@ -351,6 +364,9 @@ fn long_context_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> 
                 warmup: (l.teacher_steps / 10).max(1),
                 phase: "teacher".into(),
                 checkpoint_every: (l.teacher_steps / 2).max(1),
+                // A long-context teacher sees across documents, whatever [train] does.
+                doc_mask: false,
+                reset_positions: false,
                 ..phase(out.clone())?
             };
             writeln!(log, "training a teacher on {}-token windows → {}", l.seq_len, out.display())?;
@@ -394,6 +410,8 @@ fn long_context_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> 
         shards: Some(&shards),
         eval_sequences: ctx.recipe.eval.eval_sequences.min(16),
         seq_len: Some(l.seq_len),
+        // The model before the phase may have a shorter window: it is measured past it.
+        extend_window: true,
         by_position: Some(8),
         tasks: &tasks,
         limit: None,
@@ -535,6 +553,7 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         shards: Some(&shards),
         eval_sequences: e.eval_sequences,
         seq_len: None,
+        extend_window: false,
         by_position: None,
         tasks: &e.tasks,
         limit: e.limit,

@@ -106,13 +106,30 @@ fn make_one(filler: &Filler, tok: &Tokenizer, length: usize, depth: f64, k: usiz
     let key = (10_000 + rng.below(90_000)).to_string();
     let key_len = count(&format!(" {key}"))?;
     let mut distractors = Vec::new();
+    let mut tries = 0usize;
     while distractors.len() < k {
+        tries += 1;
+        if tries > 200 * (k + 10) {
+            return Err(Error::Config(format!(
+                "found only {} distractor keys of the key's token length ({key_len}) for --distractors {k}: ask \
+                 for fewer",
+                distractors.len()
+            )));
+        }
         let d = (10_000 + rng.below(90_000)).to_string();
         if d != key && !distractors.contains(&d) && count(&format!(" {d}"))? == key_len {
             distractors.push(d);
         }
     }
-    let first = rng.below(filler.tokens() / 2);
+    // Room for the filler (fewer tokens than the item) and for stepping the start forward.
+    let room = filler.tokens().saturating_sub(length + 64);
+    if room == 0 {
+        return Err(Error::Data(format!(
+            "the filler has {} tokens, too few for items of {length} tokens; give more text",
+            filler.tokens()
+        )));
+    }
+    let first = rng.below(room);
     let text = |start: usize, n: usize| -> Result<(String, usize)> {
         let split = start + ((n as f64) * depth).round() as usize;
         let end = start + n;
@@ -230,8 +247,9 @@ pub fn continuation_scores(model: &Llama, all: &Tensor, n_ctx: i64) -> Vec<(f64,
     let len = all.size()[1];
     let m = len - n_ctx;
     tch::no_grad(|| {
-        let logits = model.forward(&Inputs::tokens(all.narrow(1, 0, len - 1)));
-        let logp = logits.narrow(1, n_ctx - 1, m).log_softmax(-1, Kind::Float);
+        // Logits only where the continuation is scored: never `[rows, len, vocab]` whole.
+        let hidden = model.hidden(&Inputs::tokens(all.narrow(1, 0, len - 1)));
+        let logp = model.logits(&hidden.narrow(1, n_ctx - 1, m)).log_softmax(-1, Kind::Float);
         let targets = all.narrow(1, n_ctx, m);
         let ll = logp.gather(2, &targets.unsqueeze(2), false).squeeze_dim(2).sum_dim_intlist(1, false, Kind::Double);
         let hit = logp.argmax(-1, false).eq_tensor(&targets).all_dim(1, false);

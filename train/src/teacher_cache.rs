@@ -142,14 +142,9 @@ impl TeacherCache {
     }
 
     /// Refuses a run whose batches would not be the cached ones, naming what differs.
-    pub fn check(
-        &self,
-        loader: &LoaderConfig,
-        mixture: &Mixture,
-        batches: u64,
-        temperature: f64,
-        vocab: usize,
-    ) -> Result<()> {
+    pub fn check(&self, run: &crate::trainer::TrainConfig) -> Result<()> {
+        let (loader, mixture, temperature) = (&run.loader, &run.mixture, run.kd.temperature);
+        let (batches, vocab) = (run.steps * run.grad_accum, run.model.vocab_size);
         let differs = |what: &str, ours: String, theirs: String| {
             Err(Error::Config(format!(
                 "the teacher cache {} was written for another run: {what} is {theirs} there, {ours} here",
@@ -172,6 +167,13 @@ impl TeacherCache {
         }
         if batches > self.meta.batches {
             return differs("the number of micro-batches", batches.to_string(), self.meta.batches.to_string());
+        }
+        if run.teacher_packing != self.meta.teacher_packing {
+            return differs(
+                "the teacher's packing",
+                format!("{:?}", run.teacher_packing),
+                format!("{:?}", self.meta.teacher_packing),
+            );
         }
         if temperature != self.meta.temperature {
             return differs("the temperature", temperature.to_string(), self.meta.temperature.to_string());

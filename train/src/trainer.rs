@@ -177,20 +177,13 @@ impl Trainer {
         let model = Llama::new(config.model.clone(), device, config.seed, true)?;
         let optim = AdamW::new(config.optim, &model.params);
         let teacher = match &config.teacher {
-            Some(path) => Some(load_teacher(path, &config.model, device)?),
+            Some(path) => Some(load_teacher(path, config.model.vocab_size, config.loader.seq_len, device)?),
             None => None,
         };
         let cache = match &config.teacher_cache {
             Some(dir) => {
                 let cache = TeacherCache::open(dir)?;
-                let batches = config.steps * config.grad_accum;
-                cache.check(
-                    &config.loader,
-                    &config.mixture,
-                    batches,
-                    config.kd.temperature,
-                    config.model.vocab_size,
-                )?;
+                cache.check(&config)?;
                 eprintln!(
                     "distilling from the top-{} cache {}: it drops {:.4} of the teacher's probability mass per token",
                     cache.meta.top_k,
@@ -397,16 +390,24 @@ fn refuse_used_run(run: &Path) -> Result<()> {
     }
 }
 
-/// Loads a teacher and checks that it speaks the student's vocabulary.
-fn load_teacher(path: &Path, student: &ModelConfig, device: Device) -> Result<Llama> {
+/// Loads a teacher and checks that it speaks the student's vocabulary and reads `window`
+/// tokens (past its own window its logits would be meaningless targets).
+pub fn load_teacher(path: &Path, vocab_size: usize, window: usize, device: Device) -> Result<Llama> {
     let teacher = hf::load_any(path, device, false)?.model;
-    if teacher.config.vocab_size != student.vocab_size {
+    if teacher.config.vocab_size != vocab_size {
         return Err(Error::Config(format!(
-            "the teacher {} has a vocabulary of {} tokens, the student {}; distillation over the full \
+            "the teacher {} has a vocabulary of {} tokens, the student {vocab_size}; distillation over the full \
              vocabulary needs the same tokenizer",
             path.display(),
             teacher.config.vocab_size,
-            student.vocab_size
+        )));
+    }
+    if teacher.config.max_seq_len < window {
+        return Err(Error::Config(format!(
+            "the teacher {} reads at most {} tokens but the windows are {window}: give a teacher with a longer \
+             window, or lower --seq-len",
+            path.display(),
+            teacher.config.max_seq_len
         )));
     }
     Ok(teacher)
