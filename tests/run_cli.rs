@@ -432,6 +432,23 @@ fn a_long_context_phase_plugs_in_before_evaluation_with_its_report_section() {
     assert_eq!(ran, ["long_context", "eval", "report"], "{stderr}");
     let eval = json(&out.join("eval/eval.json"));
     assert_eq!(eval["checkpoint"], "long_context/model", "the phase's model is the run's final model");
+    // It is scored on the training run's windows (64 tokens in the quick preset), not its own 256.
+    let direct = mixforge(&[
+        "eval",
+        "--checkpoint",
+        s(&out.join("long_context/model")),
+        "--shards",
+        s(&out.join("shards")),
+        "--seq-len",
+        "64",
+        "--eval-sequences",
+        "4",
+        "--json",
+    ]);
+    let direct: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
+    let row =
+        eval["rows"].as_array().unwrap().iter().find(|r| r["task"] == "val/web" && r["metric"] == "loss").unwrap();
+    assert_eq!(row["value"].as_f64(), direct["val_loss"]["web"].as_f64(), "{row}");
     let scores = json(&out.join("long_context/scores.json"));
     let models: Vec<&String> = scores["models"].as_object().unwrap().keys().collect();
     assert_eq!(models, ["after", "before", "teacher"]);

@@ -54,7 +54,12 @@ pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
         "specialists" => json!({"specialists": r.specialists}),
         // The probe starts after the sequences evaluation scores, at training's length.
         "merge" => json!({"merge": r.merge, "probe_after": r.eval.eval_sequences, "seq_len": r.train.seq_len}),
-        "eval" => json!({"eval": r.eval, "merged": r.specialists.is_some(), "long_context": r.long_context.is_some()}),
+        "eval" => json!({
+            "eval": r.eval,
+            "merged": r.specialists.is_some(),
+            "long_context": r.long_context.is_some(),
+            "seq_len": r.train.seq_len
+        }),
         "report" => json!({"report": r.report}),
         other => bail!("unknown stage {other}"),
     })
@@ -552,7 +557,9 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let scoring = commands::train::Scoring {
         shards: Some(&shards),
         eval_sequences: e.eval_sequences,
-        seq_len: None,
+        // One window for every model it compares: the training run's (a long-context model's
+        // own window would give it more context than the others).
+        seq_len: Some(ctx.recipe.train.seq_len),
         extend_window: false,
         by_position: None,
         tasks: &e.tasks,
