@@ -45,8 +45,16 @@ pub enum Command {
     Eval(EvalArgs),
     /// Continue a prompt with a checkpoint.
     Generate(GenerateArgs),
-    /// Write a checkpoint as a Hugging Face directory (MinistralForCausalLM) that transformers loads.
+    /// Write a checkpoint as a Hugging Face directory (MinistralForCausalLM) that transformers
+    /// loads, or a quantized one as packed int4 safetensors (`--int4`) or GGUF Q4_0 (`--gguf`).
+    ///
+    /// Example: mixforge export --checkpoint runs/qat --gguf --out runs/model.gguf
     Export(ExportArgs),
+    /// Post-training quantization to int4 (the PTQ baseline): a checkpoint whose forward is
+    /// fake-quantized under a deployment scheme; eval, generate, export and `train --init` take it.
+    ///
+    /// Example: mixforge quantize --checkpoint runs/base --scheme cpu --out runs/ptq-cpu
+    Quantize(QuantizeArgs),
     /// Anneal specialists from one checkpoint in parallel, each on its own mixture, learning
     /// rate to 0; resumable.
     ///
@@ -220,9 +228,17 @@ pub struct TrainArgs {
     /// Run directory: metrics.jsonl, checkpoints/.
     #[arg(long)]
     pub out: PathBuf,
-    /// Distil from this teacher: a mixforge checkpoint or a Hugging Face Llama/Mistral/Ministral directory.
+    /// Distil from this teacher: a mixforge checkpoint or a Hugging Face Llama/Mistral/Ministral
+    /// directory; `self` is the --init checkpoint in full precision (QAT's self-distillation).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// Quantization-aware training: the student is the --init checkpoint fake-quantized under
+    /// this scheme (straight-through gradients; the accel scheme learns its scales).
+    #[arg(long, value_enum, requires = "init")]
+    pub qat: Option<SchemeArg>,
+    /// With --qat accel: keep the per-channel scales fixed at their absmax start (the ablation).
+    #[arg(long, requires = "qat")]
+    pub fixed_scales: bool,
     /// Distil from a teacher's cached top-k (`mixforge teacher cache` with this run's data flags).
     #[arg(long, conflicts_with = "teacher")]
     pub teacher_cache: Option<PathBuf>,
@@ -360,9 +376,50 @@ pub struct GenerateArgs {
 pub struct ExportArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Output directory (config.json, model.safetensors, tokenizer.json).
+    /// Output directory (config.json, model.safetensors, tokenizer.json), or the .gguf file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Packed int4 codes and fp16 scales (mixforge-int4 v1), run by libtorch's int4 CPU kernels
+    /// in `eval` and `generate`. The checkpoint must be quantized (PTQ or QAT).
+    #[arg(long, conflicts_with = "gguf")]
+    pub int4: bool,
+    /// One GGUF file for llama.cpp (`llama` architecture, Q4_0 matrices holding the checkpoint's
+    /// own codes and scales). The checkpoint must be quantized (PTQ or QAT).
+    #[arg(long)]
+    pub gguf: bool,
+}
+
+/// `quantize` flags.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// A full-precision mixforge checkpoint (run or step directory).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// cpu: int4 weights per group of 32 + int8 dynamic activations; accel: int4 weights per
+    /// channel (learnable scales in QAT), untied LM head.
+    #[arg(long, value_enum)]
+    pub scheme: SchemeArg,
+    /// Leave the token embedding and LM head in full precision.
+    #[arg(long)]
+    pub keep_embeddings: bool,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A quantization scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemeArg {
+    Cpu,
+    Accel,
+}
+
+impl SchemeArg {
+    pub fn scheme(self) -> train::quant::Scheme {
+        match self {
+            SchemeArg::Cpu => train::quant::Scheme::Cpu,
+            SchemeArg::Accel => train::quant::Scheme::Accel,
+        }
+    }
 }
 
 /// `mixforge mix ...`

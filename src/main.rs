@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Eval(args) => commands::train::eval(&args),
         cli::Command::Generate(args) => commands::train::generate(&args),
         cli::Command::Export(args) => commands::train::export(&args),
+        cli::Command::Quantize(args) => commands::train::quantize(&args, &mut std::io::stdout().lock()),
         cli::Command::Merge(args) => commands::train::merge(&args, &mut std::io::stdout().lock()),
         cli::Command::Anneal(args) => commands::anneal::anneal(&args, cli.threads, &mut std::io::stdout().lock()),
         cli::Command::Teacher(cli::TeacherCommand::Cache(args)) => commands::train::teacher_cache(&args),

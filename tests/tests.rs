@@ -9,6 +9,7 @@ mod hardening_cli;
 mod long_context_cli;
 mod merge_cli;
 mod mix_cli;
+mod qat_cli;
 mod run_cli;
 mod shards_cli;
 mod train_cli;

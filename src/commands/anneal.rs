@@ -219,6 +219,8 @@ fn one(args: &AnnealArgs, name: &str, mixture: &Mixture) -> Result<BTreeMap<Stri
         reset_positions: false,
         rope_theta: None,
         teacher_packing: TeacherPackingArg::Same,
+        qat: None,
+        fixed_scales: false,
         cap_policy: CapPolicyArg::Warn,
         kd_temperature: 1.0,
         ce_weight: 0.0,

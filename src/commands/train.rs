@@ -233,6 +233,7 @@ fn setting(id: &str, c: &TrainConfig) -> Result<serde_json::Value> {
         "rope_theta" => v(c.model.rope_theta)?,
         "teacher_packing" => v(c.teacher_packing)?,
         "teacher_cache" => v(&c.teacher_cache)?,
+        "qat" | "fixed_scales" => v(&c.model.quant)?,
         other => bail!("--{} cannot be checked against a resumed run", other.replace('_', "-")),
     })
 }
@@ -268,6 +269,23 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
         }
     };
     let mut model = model;
+    if let Some(scheme) = args.qat {
+        let mut quant = train::quant::QuantConfig::new(scheme.scheme());
+        quant.learnable_scales &= !args.fixed_scales;
+        match &model.quant {
+            // A PTQ/QAT checkpoint keeps its own choices (which layers) under the same scheme.
+            Some(q) if q.scheme == quant.scheme => {
+                model.quant.as_mut().expect("quantized").learnable_scales = quant.learnable_scales
+            }
+            Some(q) => bail!(
+                "--init {} is quantized for the {} scheme, not {}: start from its full-precision parent",
+                args.init.as_ref().expect("--qat requires --init").display(),
+                q.scheme.name(),
+                quant.scheme.name()
+            ),
+            None => model = quant.apply(&model),
+        }
+    }
     if let Some(theta) = args.rope_theta {
         if !(theta > 0.0 && theta.is_finite()) {
             bail!("--rope-theta {theta} must be positive");
@@ -323,7 +341,16 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
         eval_sequences: args.eval_sequences,
         checkpoint_every: args.checkpoint_every,
         keep_checkpoints: args.keep_checkpoints,
-        teacher: args.teacher.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+        teacher: match (&args.teacher, &args.init) {
+            // Self-distillation: the starting checkpoint, in full precision (see `load_teacher`).
+            (Some(t), Some(init)) if t.as_os_str() == "self" => {
+                Some(init.canonicalize().unwrap_or_else(|_| init.clone()))
+            }
+            (Some(t), None) if t.as_os_str() == "self" => {
+                bail!("--teacher self needs --init (the model to distil from)")
+            }
+            (t, _) => t.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+        },
         kd: KdConfig { temperature: args.kd_temperature, ce_weight: args.ce_weight },
         seed: args.seed,
         shards_ref: Default::default(),
@@ -632,12 +659,102 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
 
 pub fn export(args: &ExportArgs) -> Result<()> {
     let loaded = hf::load_any(&args.checkpoint, tch::Device::Cpu, false)?;
-    hf::export(&loaded.model, &loaded.tokenizer, &args.out)?;
+    let model = &loaded.model;
+    let mut out = std::io::stdout().lock();
+    if args.int4 {
+        train::int4::export(model, &loaded.tokenizer, &args.out)?;
+        let bytes = train::int4::size_on_disk(&args.out);
+        writeln!(
+            out,
+            "exported {} as packed int4 ({:.2} MB) → {}",
+            scheme_name(model),
+            bytes as f64 / 1e6,
+            args.out.display()
+        )?;
+    } else if args.gguf {
+        train::gguf::export(model, &loaded.tokenizer, &args.out)?;
+        let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+        writeln!(
+            out,
+            "exported {} as GGUF Q4_0 ({:.2} MB) → {}",
+            scheme_name(model),
+            bytes as f64 / 1e6,
+            args.out.display()
+        )?;
+        if model.config.layer_types.contains(&AttnKind::Local) {
+            writeln!(
+                out,
+                "note: llama.cpp's llama architecture has no per-layer sliding window; it matches this model on \
+                 sequences of at most {} tokens",
+                model.config.sliding_window
+            )?;
+        }
+    } else {
+        hf::export(model, &loaded.tokenizer, &args.out)?;
+        writeln!(
+            out,
+            "exported {} parameters as MinistralForCausalLM → {}",
+            model.config.param_count(),
+            args.out.display()
+        )?;
+        if model.config.quant.as_ref().is_some_and(|q| q.scheme == train::quant::Scheme::Cpu) {
+            writeln!(
+                out,
+                "note: the weights are the int4 ones; the cpu scheme's int8 activations are not part of an HF model"
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn scheme_name(model: &train::Llama) -> &'static str {
+    model.config.quant.as_ref().map_or("a full-precision model", |q| q.scheme.name())
+}
+
+/// `mixforge quantize`: the PTQ baseline, a checkpoint with the scheme in its config.
+pub fn quantize(args: &crate::cli::QuantizeArgs, out: &mut dyn Write) -> Result<()> {
+    let dir = checkpoint::resolve(&args.checkpoint)?;
+    let mut state = checkpoint::read_state(&dir)?;
+    let source = hf::load_any(&dir, tch::Device::Cpu, false)?.model;
+    if let Some(q) = &source.config.quant {
+        bail!(
+            "{} is already quantized ({}); quantize its full-precision parent",
+            args.checkpoint.display(),
+            q.scheme.name()
+        );
+    }
+    let mut quant = train::quant::QuantConfig::new(args.scheme.scheme());
+    quant.embeddings = !args.keep_embeddings;
+    let config = quant.apply(&source.config);
+    let model = train::Llama::new(config.clone(), tch::Device::Cpu, 0, false)?;
+    let tensors: BTreeMap<String, tch::Tensor> =
+        source.params.named().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    model.params.load(&train::quant::prepare(tensors, &source.config, &config)?, &dir.display().to_string())?;
+    corpus::atomic::check_replaceable(&args.out, "quantized checkpoint (a training run has metrics.jsonl)", |d| {
+        !d.join("metrics.jsonl").exists()
+            && checkpoint::resolve(d)
+                .and_then(|s| checkpoint::read_state(&s))
+                .is_ok_and(|s| s.config.phase == "quantize")
+    })?;
+    state.step = 0;
+    state.tokens_seen = 0;
+    state.config.model = config;
+    state.config.phase = "quantize".into();
+    state.config.init = Some(checkpoint::Lineage {
+        parents: vec![checkpoint::Parent::of(&dir, None)?],
+        method: Some(format!("ptq-{}", quant.scheme.name())),
+    });
+    std::fs::create_dir_all(&args.out)?;
+    let written = checkpoint::save(&args.out, &state, &model, None, &dir.join("tokenizer.json"))?;
+    let int4 = model.int4_weights()?;
+    let params: i64 = int4.iter().map(|(_, q)| q.codes.numel() as i64).sum();
     writeln!(
-        std::io::stdout().lock(),
-        "exported {} parameters as MinistralForCausalLM → {}",
-        loaded.model.config.param_count(),
-        args.out.display()
+        out,
+        "quantized {} of {} parameters to int4 ({} scheme) → {}",
+        params,
+        model.config.param_count(),
+        quant.scheme.name(),
+        written.display()
     )?;
     Ok(())
 }

@@ -297,6 +297,8 @@ fn train_args(ctx: &Ctx) -> Result<TrainArgs> {
         reset_positions: t.reset_positions,
         rope_theta: None,
         teacher_packing: TeacherPackingArg::Same,
+        qat: None,
+        fixed_scales: false,
         cap_policy: CapPolicyArg::Warn,
         kd_temperature: 1.0,
         ce_weight: 0.0,

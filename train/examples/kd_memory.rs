@@ -41,6 +41,7 @@ fn main() {
         norm_eps: 1e-5,
         tie_embeddings: true,
         max_seq_len: seq as usize,
+        quant: None,
     };
     let student = Llama::new(config.clone(), Device::Cpu, 0, true).unwrap();
     let teacher = Llama::new(config, Device::Cpu, 1, false).unwrap();

@@ -36,6 +36,9 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     /// The longest sequence the model is meant for (exported as max_position_embeddings).
     pub max_seq_len: usize,
+    /// Fake quantization in the forward (a PTQ or QAT model); absent for a full-precision one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant: Option<crate::quant::QuantConfig>,
 }
 
 /// The built-in presets, by name.
@@ -62,6 +65,7 @@ impl ModelConfig {
                 norm_eps: 1e-5,
                 tie_embeddings: true,
                 max_seq_len: 512,
+                quant: None,
             },
             // Simulator proxies: small enough for hundreds of runs on a CPU.
             "proxy-5m" => ModelConfig {
@@ -77,6 +81,7 @@ impl ModelConfig {
                 norm_eps: 1e-5,
                 tie_embeddings: true,
                 max_seq_len: 1024,
+                quant: None,
             },
             "proxy-12m" => ModelConfig {
                 vocab_size: 8192,
@@ -91,6 +96,7 @@ impl ModelConfig {
                 norm_eps: 1e-5,
                 tie_embeddings: true,
                 max_seq_len: 2048,
+                quant: None,
             },
             // A teacher a few times larger than the proxies, for distillation on small data.
             "teacher-50m" => ModelConfig {
@@ -106,6 +112,7 @@ impl ModelConfig {
                 norm_eps: 1e-5,
                 tie_embeddings: true,
                 max_seq_len: 4096,
+                quant: None,
             },
             // The report's shape: 30 layers, global every 4th layer plus the last (22 local, 8 global).
             "mobilellm-pro-1b" => ModelConfig {
@@ -123,6 +130,7 @@ impl ModelConfig {
                 norm_eps: 1e-5,
                 tie_embeddings: true,
                 max_seq_len: 131_072,
+                quant: None,
             },
             other => {
                 return Err(Error::Config(format!("unknown model preset {other:?}; presets: {}", PRESETS.join(", "))));
@@ -186,6 +194,9 @@ impl ModelConfig {
         }
         if self.layer_types.contains(&AttnKind::Local) && self.sliding_window == 0 {
             return fail("sliding_window must be positive when a layer is local".into());
+        }
+        if let Some(q) = &self.quant {
+            q.check(self)?;
         }
         let positive = |x: f64| x > 0.0 && x.is_finite();
         if !positive(self.rope_theta) || !positive(self.norm_eps) {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::checkpoint;
 use crate::config::{AttnKind, ModelConfig};
@@ -28,6 +28,15 @@ pub struct Loaded {
 
 /// Loads a mixforge checkpoint (step or run directory) or a Hugging Face model directory.
 pub fn load_any(path: &Path, device: Device, trainable: bool) -> Result<Loaded> {
+    if path.join(crate::int4::META).exists() {
+        if device != Device::Cpu || trainable {
+            return Err(Error::Config(format!(
+                "{}: an int4 export runs on the CPU, for inference only (train from its source checkpoint)",
+                path.display()
+            )));
+        }
+        return Ok(Loaded { model: crate::int4::load(path)?, tokenizer: path.join("tokenizer.json") });
+    }
     if path.join("config.json").exists() && !path.join("state.json").exists() {
         return load_hf(path, device, trainable);
     }
@@ -100,7 +109,11 @@ pub fn export(model: &Llama, tokenizer_path: &Path, out: &Path) -> Result<()> {
         }),
     )?;
     write_json("generation_config.json", &json!({"bos_token_id": bos, "eos_token_id": eos}))?;
-    corpus::atomic::write_via(&out.join("model.safetensors"), |tmp| checkpoint::save_weights(model, tmp))?;
+    corpus::atomic::write_via(&out.join("model.safetensors"), |tmp| match model.config.quant {
+        None => checkpoint::save_weights(model, tmp),
+        // The weights the quantized model computes with (its int8 activations are not expressible here).
+        Some(_) => Ok(Tensor::write_safetensors(&model.effective_weights(), tmp)?),
+    })?;
     let tokenizer_bytes = std::fs::read(tokenizer_path).map_err(|e| Error::io(tokenizer_path, e))?;
     corpus::atomic::write_file(&out.join("tokenizer.json"), &tokenizer_bytes)?;
     Ok(())
@@ -199,6 +212,7 @@ pub fn read_hf_config(path: &Path) -> Result<ModelConfig> {
         norm_eps: float("rms_norm_eps")?,
         tie_embeddings,
         max_seq_len: int("max_position_embeddings")?,
+        quant: None,
     };
     config.validate().map_err(|e| bad(e.to_string()))?;
     if !defaulted.is_empty() {

@@ -38,14 +38,27 @@ impl Inputs {
 struct Layer {
     kind: AttnKind,
     input_norm: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
+    q: Weight,
+    k: Weight,
+    v: Weight,
+    o: Weight,
     post_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+}
+
+/// A matrix the model multiplies by: full precision, fake-quantized (PTQ/QAT), or packed int4
+/// run by libtorch's int4 kernels (an int4 export).
+pub enum Weight {
+    Dense {
+        w: Tensor,
+        /// Fake-quantized in the forward under the model's scheme.
+        quantized: bool,
+        /// The accel scheme's learnable per-channel log-scale.
+        log_scale: Option<Tensor>,
+    },
+    Int4(crate::int4::Packed),
 }
 
 /// A Llama-style decoder with per-layer attention types.
@@ -53,9 +66,9 @@ pub struct Llama {
     pub config: ModelConfig,
     pub params: Params,
     layers: Vec<Layer>,
-    embed: Tensor,
+    embed: Weight,
     norm: Tensor,
-    lm_head: Tensor,
+    lm_head: Weight,
     inv_freq: Tensor,
     pub device: Device,
 }
@@ -88,6 +101,20 @@ pub fn param_specs(c: &ModelConfig) -> Vec<ParamSpec> {
     if !c.tie_embeddings {
         specs.push(spec("lm_head.weight".into(), vec![c.vocab_size as i64, d], Init::Normal { std }));
     }
+    // The accel scheme's per-channel log-scales (set from the weights when a model is quantized).
+    if let Some(q) = c.quant.as_ref().filter(|q| q.scheme == crate::quant::Scheme::Accel) {
+        let scales: Vec<ParamSpec> = specs
+            .iter()
+            .filter(|s| q.quantizes(&s.name))
+            .map(|s| ParamSpec {
+                name: crate::quant::scale_name(&s.name),
+                shape: vec![s.shape[0]],
+                init: Init::Zeros,
+                decay: false,
+            })
+            .collect();
+        specs.extend(scales);
+    }
     specs
 }
 
@@ -96,31 +123,158 @@ impl Llama {
     pub fn new(config: ModelConfig, device: Device, seed: u64, trainable: bool) -> crate::Result<Llama> {
         config.validate()?;
         let params = Params::new(&param_specs(&config), device, seed, trainable);
+        let quant = config.quant.clone();
+        let weight = |params: &Params, name: &str| {
+            let quantized = quant.as_ref().is_some_and(|q| q.quantizes(name));
+            let scale = crate::quant::scale_name(name);
+            let log_scale = params.contains(&scale).then(|| params.get(&scale));
+            Weight::Dense { w: params.get(name), quantized, log_scale }
+        };
+        Ok(Llama::assemble(config, params, weight, device))
+    }
+
+    /// A model whose matrices come from `weight` (by HF name) and the rest from `params`.
+    pub(crate) fn assemble(
+        config: ModelConfig,
+        params: Params,
+        weight: impl Fn(&Params, &str) -> Weight,
+        device: Device,
+    ) -> Llama {
+        let weight = |name: &str| weight(&params, name);
         let layers = (0..config.n_layers())
             .map(|i| {
-                let w = |s: &str| params.get(&format!("model.layers.{i}.{s}.weight"));
+                let w = |s: &str| weight(&format!("model.layers.{i}.{s}.weight"));
+                let norm = |s: &str| params.get(&format!("model.layers.{i}.{s}.weight"));
                 Layer {
                     kind: config.layer_types[i],
-                    input_norm: w("input_layernorm"),
+                    input_norm: norm("input_layernorm"),
                     q: w("self_attn.q_proj"),
                     k: w("self_attn.k_proj"),
                     v: w("self_attn.v_proj"),
                     o: w("self_attn.o_proj"),
-                    post_norm: w("post_attention_layernorm"),
+                    post_norm: norm("post_attention_layernorm"),
                     gate: w("mlp.gate_proj"),
                     up: w("mlp.up_proj"),
                     down: w("mlp.down_proj"),
                 }
             })
             .collect();
-        let embed = params.get("model.embed_tokens.weight");
-        let lm_head = if config.tie_embeddings { embed.shallow_clone() } else { params.get("lm_head.weight") };
+        let embed = weight("model.embed_tokens.weight");
+        let lm_head = weight(if config.tie_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" });
         let half = config.head_dim as i64 / 2;
         let inv_freq = (Tensor::arange(half, (Kind::Double, device))
             * (-2.0 * config.rope_theta.ln() / config.head_dim as f64))
             .exp()
             .to_kind(Kind::Float);
-        Ok(Llama { norm: params.get("model.norm.weight"), config, params, layers, embed, lm_head, inv_freq, device })
+        Llama { norm: params.get("model.norm.weight"), config, params, layers, embed, lm_head, inv_freq, device }
+    }
+
+    /// `x · Wᵀ`, with the weight (and, under the cpu scheme, the activations) quantized as configured.
+    fn project(&self, x: &Tensor, weight: &Weight) -> Tensor {
+        match weight {
+            Weight::Dense { w, quantized: false, .. } => x.linear::<Tensor>(w, None),
+            Weight::Dense { w, log_scale, .. } => {
+                let q = self.config.quant.as_ref().expect("a quantized weight has a scheme");
+                let w = crate::quant::fake_weight(q, w, log_scale.as_ref());
+                match q.scheme {
+                    crate::quant::Scheme::Cpu => crate::quant::fake_activations(x).linear::<Tensor>(&w, None),
+                    crate::quant::Scheme::Accel => x.linear::<Tensor>(&w, None),
+                }
+            }
+            Weight::Int4(p) => p.matmul(x),
+        }
+    }
+
+    /// The embedding rows of `tokens`.
+    fn embed_tokens(&self, tokens: &Tensor) -> Tensor {
+        match &self.embed {
+            Weight::Dense { w, quantized: false, .. } => Tensor::embedding(w, tokens, -1, false, false),
+            Weight::Dense { w, log_scale, .. } => {
+                let q = self.config.quant.as_ref().expect("a quantized weight has a scheme");
+                Tensor::embedding(&crate::quant::fake_weight(q, w, log_scale.as_ref()), tokens, -1, false, false)
+            }
+            Weight::Int4(p) => p.rows(tokens),
+        }
+    }
+
+    /// The weights the forward computes with, by HF name (fake-quantized or dequantized where
+    /// the model is quantized; what an HF export holds).
+    pub fn effective_weights(&self) -> Vec<(String, Tensor)> {
+        let effective = |w: &Weight| match w {
+            Weight::Dense { w, quantized: false, .. } => w.detach(),
+            Weight::Dense { w, log_scale, .. } => tch::no_grad(|| {
+                crate::quant::fake_weight(self.config.quant.as_ref().expect("scheme"), w, log_scale.as_ref())
+            }),
+            Weight::Int4(p) => p.dequantize(),
+        };
+        let mut out = vec![("model.embed_tokens.weight".to_string(), effective(&self.embed))];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
+            for (name, w) in [
+                ("self_attn.q_proj", &l.q),
+                ("self_attn.k_proj", &l.k),
+                ("self_attn.v_proj", &l.v),
+                ("self_attn.o_proj", &l.o),
+            ] {
+                out.push((format!("{p}.{name}.weight"), effective(w)));
+            }
+            out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.detach()));
+            for (name, w) in [("mlp.gate_proj", &l.gate), ("mlp.up_proj", &l.up), ("mlp.down_proj", &l.down)] {
+                out.push((format!("{p}.{name}.weight"), effective(w)));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.detach()));
+        if !self.config.tie_embeddings {
+            out.push(("lm_head.weight".to_string(), effective(&self.lm_head)));
+        }
+        out
+    }
+
+    /// The integer codes and scales of every quantized matrix, by HF name.
+    pub fn int4_weights(&self) -> crate::Result<Vec<(String, crate::quant::Int4)>> {
+        let q = self.config.quant.as_ref().ok_or_else(|| {
+            crate::Error::Config("the model is not quantized: run `mixforge quantize` (or QAT) first".into())
+        })?;
+        let mut out = Vec::new();
+        for (name, w) in self.weights() {
+            match w {
+                Weight::Dense { w, quantized: true, log_scale } => {
+                    out.push((name, tch::no_grad(|| crate::quant::quantize(q, w, log_scale.as_ref()))))
+                }
+                Weight::Int4(p) => out.push((name, p.int4())),
+                Weight::Dense { .. } => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The matrix called `name` (HF name).
+    pub fn weight(&self, name: &str) -> Option<&Weight> {
+        self.weights().into_iter().find(|(n, _)| n == name).map(|(_, w)| w)
+    }
+
+    /// Every matrix by HF name (the tied head once, as the embedding).
+    fn weights(&self) -> Vec<(String, &Weight)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), &self.embed)];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            for (name, w) in [
+                ("self_attn.q_proj", &l.q),
+                ("self_attn.k_proj", &l.k),
+                ("self_attn.v_proj", &l.v),
+                ("self_attn.o_proj", &l.o),
+                ("mlp.gate_proj", &l.gate),
+                ("mlp.up_proj", &l.up),
+                ("mlp.down_proj", &l.down),
+            ] {
+                out.push((format!("{p}.{name}.weight"), w));
+            }
+        }
+        if !self.config.tie_embeddings {
+            out.push(("lm_head.weight".to_string(), &self.lm_head));
+        }
+        out
     }
 
     /// Logits `[batch, seq, vocab]` in fp32.
@@ -130,7 +284,7 @@ impl Llama {
 
     /// The output projection of final hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear::<Tensor>(&self.lm_head, None).to_kind(Kind::Float)
+        self.project(hidden, &self.lm_head).to_kind(Kind::Float)
     }
 
     /// Final hidden states `[batch, seq, d_model]` (after the last norm).
@@ -145,13 +299,12 @@ impl Llama {
         };
         let (cos, sin) = self.rope(&positions);
         let masks = Masks::new(c, t, inputs.doc_ids.as_ref(), self.device);
-        let mut x = Tensor::embedding(&self.embed, &inputs.tokens, -1, false, false);
+        let mut x = self.embed_tokens(&inputs.tokens);
         for layer in &self.layers {
             let h = x.rms_norm([c.d_model as i64], Some(&layer.input_norm), c.norm_eps);
             x = x + self.attention(layer, &h, &cos, &sin, &masks, b, t);
             let h = x.rms_norm([c.d_model as i64], Some(&layer.post_norm), c.norm_eps);
-            let mlp = (h.linear::<Tensor>(&layer.gate, None).silu() * h.linear::<Tensor>(&layer.up, None))
-                .linear::<Tensor>(&layer.down, None);
+            let mlp = self.project(&(self.project(&h, &layer.gate).silu() * self.project(&h, &layer.up)), &layer.down);
             x = x + mlp;
         }
         x.rms_norm([c.d_model as i64], Some(&self.norm), c.norm_eps)
@@ -177,9 +330,9 @@ impl Llama {
     ) -> Tensor {
         let c = &self.config;
         let (nh, nkv, hd) = (c.n_heads as i64, c.n_kv_heads as i64, c.head_dim as i64);
-        let q = h.linear::<Tensor>(&layer.q, None).view([b, t, nh, hd]).transpose(1, 2);
-        let k = h.linear::<Tensor>(&layer.k, None).view([b, t, nkv, hd]).transpose(1, 2);
-        let v = h.linear::<Tensor>(&layer.v, None).view([b, t, nkv, hd]).transpose(1, 2);
+        let q = self.project(h, &layer.q).view([b, t, nh, hd]).transpose(1, 2);
+        let k = self.project(h, &layer.k).view([b, t, nkv, hd]).transpose(1, 2);
+        let v = self.project(h, &layer.v).view([b, t, nkv, hd]).transpose(1, 2);
         let (cos, sin) = (cos.to_kind(q.kind()), sin.to_kind(q.kind()));
         let q = &q * &cos + rotate_half(&q) * &sin;
         let k = &k * &cos + rotate_half(&k) * &sin;
@@ -199,7 +352,7 @@ impl Llama {
             Some(m) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false),
             None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, true, None, false),
         };
-        out.transpose(1, 2).reshape([b, t, nh * hd]).linear::<Tensor>(&layer.o, None)
+        self.project(&out.transpose(1, 2).reshape([b, t, nh * hd]), &layer.o)
     }
 }
 

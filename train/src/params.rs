@@ -15,6 +15,7 @@ use crate::{Error, Result};
 pub enum Init {
     Normal { std: f64 },
     Ones,
+    Zeros,
 }
 
 /// A parameter to create.
@@ -77,6 +78,9 @@ impl Params {
                     }
                     Init::Ones => {
                         let _ = t.fill_(1.0);
+                    }
+                    Init::Zeros => {
+                        let _ = t.fill_(0.0);
                     }
                 }
             }

@@ -141,6 +141,12 @@ impl Trainer {
             let mut parent_config = loaded.model.config.clone();
             parent_config.max_seq_len = trainer.config.model.max_seq_len;
             parent_config.rope_theta = trainer.config.model.rope_theta;
+            // QAT starts from a full-precision parent; a quantized one keeps its scheme.
+            match (&parent_config.quant, &trainer.config.model.quant) {
+                (None, Some(q)) => parent_config = q.apply(&parent_config),
+                (Some(p), Some(q)) if p.scheme == q.scheme => parent_config.quant = Some(q.clone()),
+                _ => {}
+            }
             if parent_config != trainer.config.model {
                 return Err(Error::Config(format!(
                     "{}: its model config differs from the run's ({})",
@@ -150,6 +156,7 @@ impl Trainer {
             }
             let tensors: BTreeMap<String, Tensor> =
                 loaded.model.params.named().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+            let tensors = crate::quant::prepare(tensors, &loaded.model.config, &trainer.config.model)?;
             trainer.model.params.load(&tensors, &parent.path.display().to_string())?;
         }
         Ok(trainer)
@@ -393,7 +400,7 @@ fn refuse_used_run(run: &Path) -> Result<()> {
 /// Loads a teacher and checks that it speaks the student's vocabulary and reads `window`
 /// tokens (past its own window its logits would be meaningless targets).
 pub fn load_teacher(path: &Path, vocab_size: usize, window: usize, device: Device) -> Result<Llama> {
-    let teacher = hf::load_any(path, device, false)?.model;
+    let teacher = full_precision(hf::load_any(path, device, false)?.model)?;
     if teacher.config.vocab_size != vocab_size {
         return Err(Error::Config(format!(
             "the teacher {} has a vocabulary of {} tokens, the student {vocab_size}; distillation over the full \
@@ -411,6 +418,20 @@ pub fn load_teacher(path: &Path, vocab_size: usize, window: usize, device: Devic
         )));
     }
     Ok(teacher)
+}
+
+/// A quantized model's full-precision weights as a model (a teacher for QAT's self-distillation).
+pub fn full_precision(model: Llama) -> Result<Llama> {
+    if model.config.quant.is_none() {
+        return Ok(model);
+    }
+    let mut config = model.config.clone();
+    config.quant = None;
+    let fp = Llama::new(config, model.device, 0, false)?;
+    let tensors: BTreeMap<String, Tensor> =
+        model.params.named().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    fp.params.load(&tensors, "the quantized teacher")?;
+    Ok(fp)
 }
 
 pub fn validation_tensors(loader: &Loader, max_sequences: usize, device: Device) -> BTreeMap<String, Tensor> {

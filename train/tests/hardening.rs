@@ -78,6 +78,7 @@ fn small_model(vocab_size: usize) -> Llama {
         norm_eps: 1e-5,
         tie_embeddings: true,
         max_seq_len: 16,
+        quant: None,
     };
     Llama::new(config, Device::Cpu, 0, false).unwrap()
 }

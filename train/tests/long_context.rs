@@ -25,6 +25,7 @@ fn tiny(vocab: usize) -> ModelConfig {
         norm_eps: 1e-5,
         tie_embeddings: true,
         max_seq_len: 512,
+        quant: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn tiny(window: usize) -> ModelConfig {
         norm_eps: 1e-5,
         tie_embeddings: false,
         max_seq_len: 64,
+        quant: None,
     }
 }
 
