@@ -54,6 +54,10 @@ pub struct Recipe {
     /// `mixforge run`: evaluation of the trained model.
     #[serde(default)]
     pub eval: EvalSection,
+    /// `mixforge run`: int4 quantization-aware training of the final model and its exports
+    /// (absent: no such phase).
+    #[serde(default)]
+    pub qat: Option<QatSection>,
     /// `mixforge run`: the report.
     #[serde(default)]
     pub report: ReportSection,
@@ -250,6 +254,40 @@ impl Default for LongContextSection {
             niah_lengths: Vec::new(),
             niah_per_cell: 4,
             niah_domain: None,
+            seed: 0,
+        }
+    }
+}
+
+/// `[qat]`: the final model fake-quantized to int4 and trained on (QAT), against the same
+/// quantizer with no training (PTQ); then exported as packed int4 and GGUF.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QatSection {
+    /// cpu (int4 groups of 32 + int8 dynamic activations) or accel (int4 per channel, learnable scales).
+    pub scheme: String,
+    pub steps: u64,
+    pub lr: f64,
+    pub batch_size: usize,
+    /// self: distil from the full-precision model (self-distillation); labels: cross-entropy.
+    pub teacher: String,
+    /// accel only: train the per-channel scales (false: fixed at their absmax start).
+    pub learnable_scales: bool,
+    /// Quantize the embedding and LM head too.
+    pub embeddings: bool,
+    pub seed: u64,
+}
+
+impl Default for QatSection {
+    fn default() -> Self {
+        QatSection {
+            scheme: "cpu".into(),
+            steps: 100,
+            lr: 1e-3,
+            batch_size: 8,
+            teacher: "self".into(),
+            learnable_scales: true,
+            embeddings: true,
             seed: 0,
         }
     }

@@ -470,3 +470,42 @@ fn a_long_context_phase_plugs_in_before_evaluation_with_its_report_section() {
     let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
     assert!(skipped_and_ran(&stderr).1.is_empty(), "{stderr}");
 }
+
+#[test]
+fn quantization_aware_training_and_exports_plug_in_after_evaluation_with_their_report_section() {
+    let dir = scratch("run-qat");
+    let out = dir.join("run");
+    copy_dir(base(), &out);
+    let extra = "[qat]\nscheme = \"accel\"\nsteps = 3\nbatch_size = 4\nlr = 0.001\n";
+    let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
+    let (skipped, ran) = skipped_and_ran(&stderr);
+    assert_eq!(skipped, ["corpus", "shards", "swarm", "propose", "train", "eval"], "{stderr}");
+    assert_eq!(ran, ["qat", "export", "report"], "{stderr}");
+    let scores = json(&out.join("qat/scores.json"));
+    let models: Vec<&String> = scores["models"].as_object().unwrap().keys().collect();
+    assert_eq!(models, ["fp", "ptq", "qat"]);
+    // Full precision here is the trained model as evaluation scored it.
+    let eval = json(&out.join("eval/eval.json"));
+    let row =
+        eval["rows"].as_array().unwrap().iter().find(|r| r["task"] == "val/web" && r["metric"] == "loss").unwrap();
+    assert_eq!(row["value"], scores["models"]["fp"]["val_loss"]["web"]);
+    let state = json(&out.join("qat/model/checkpoints/step-00000003/state.json"));
+    assert_eq!(state["config"]["phase"], "qat");
+    assert_eq!(state["config"]["model"]["quant"]["scheme"], "accel");
+    assert!(state["config"]["teacher"].as_str().unwrap().ends_with("qat/ptq"), "self-distillation from the start");
+    // The weight-only int4 model computes exactly what the fake-quantized one does.
+    let exports = json(&out.join("export/exports.json"));
+    assert_eq!(exports["int4_scores"], scores["models"]["qat"], "{exports}");
+    let formats: Vec<&str> =
+        exports["files"].as_array().unwrap().iter().map(|f| f["format"].as_str().unwrap()).collect();
+    assert_eq!(formats.len(), 4, "{formats:?}");
+    assert!(out.join("export/model.gguf").exists() && out.join("export/int4/int4.json").exists());
+    let rows = csv(&out.join("report/data/quantization.csv"));
+    assert_eq!(rows.iter().map(|r| r["model"].as_str()).collect::<Vec<_>>(), ["fp", "ptq", "qat"]);
+    assert_eq!(f(&rows[2]["web"]), scores["models"]["qat"]["val_loss"]["web"].as_f64().unwrap());
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("<figure id=\"quantization-loss\">") && html.contains("Quantization (int4)"));
+    browser_check(&out, "report-qat.png");
+    let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
+    assert!(skipped_and_ran(&stderr).1.is_empty(), "{stderr}");
+}

@@ -47,6 +47,14 @@ pub mod layout {
     pub const MERGE: &str = "merge";
     /// Evaluation results.
     pub const EVAL: &str = "eval/eval.json";
+    /// Quantization: the PTQ checkpoint (ptq/) and the QAT run (model/).
+    pub const QAT: &str = "qat";
+    /// Full precision, PTQ and QAT on the same windows and tasks.
+    pub const QAT_SCORES: &str = "qat/scores.json";
+    /// The deployable files (int4/, model.gguf, hf/).
+    pub const EXPORT: &str = "export";
+    /// Their sizes, CPU speed and the int4 model's scores.
+    pub const EXPORTS: &str = "export/exports.json";
     /// The report.
     pub const REPORT: &str = "report";
 }
@@ -90,7 +98,7 @@ impl Run {
 type SectionFn = fn(&Run) -> Result<Option<Section>>;
 
 /// The sections, in page order.
-const SECTIONS: [SectionFn; 7] = [
+const SECTIONS: [SectionFn; 8] = [
     sections::card::section,
     sections::summary::section,
     sections::corpus::section,
@@ -98,6 +106,7 @@ const SECTIONS: [SectionFn; 7] = [
     sections::training::section,
     sections::long_context::section,
     sections::merge::section,
+    sections::quantization::section,
 ];
 
 /// Builds the report of a run from its artifacts.

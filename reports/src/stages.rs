@@ -140,6 +140,61 @@ pub fn read_card(run: &Path) -> Result<Option<RunCard>> {
 /// Layout version of [`EvalFile`].
 pub const EVAL_FORMAT_VERSION: u32 = 1;
 
+/// Version of [`QatFile`] and [`ExportsFile`].
+pub const QAT_FORMAT_VERSION: u32 = 1;
+
+/// `RUN/qat/scores.json`: the full-precision model, its PTQ and its QAT on the same validation
+/// windows and tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QatFile {
+    pub format_version: u32,
+    /// cpu or accel.
+    pub scheme: String,
+    /// self (self-distillation) or labels.
+    pub teacher: String,
+    /// Tokens the QAT run trained on.
+    pub tokens: u64,
+    /// Validation window in tokens.
+    pub seq_len: usize,
+    /// `fp`, `ptq`, `qat`.
+    pub models: BTreeMap<String, QuantScores>,
+}
+
+/// One model's scores in [`QatFile`] and [`ExportsFile`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantScores {
+    pub val_loss: BTreeMap<String, f64>,
+    /// Accuracy per task file.
+    pub tasks: BTreeMap<String, f64>,
+}
+
+/// `RUN/export/exports.json`: the deployable files and what they cost and do on this CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsFile {
+    pub format_version: u32,
+    pub files: Vec<ExportedFile>,
+    /// The real int4 model (libtorch's int4 kernels) on the QAT scores' windows and tasks.
+    pub int4_scores: QuantScores,
+    /// Threads the speed was measured with.
+    pub threads: usize,
+}
+
+/// One exported model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedFile {
+    /// What it is: `fp32 checkpoint`, `int4 (mixforge)`, `GGUF Q4_0`, `HF (dequantized)`.
+    pub format: String,
+    /// Relative to the run.
+    pub path: String,
+    pub bytes: u64,
+    /// Forward tokens per second on the CPU (absent where mixforge does not run the format).
+    pub tokens_per_s: Option<f64>,
+}
+
 /// Version of [`LongContextFile`].
 pub const LONG_CONTEXT_FORMAT_VERSION: u32 = 1;
 

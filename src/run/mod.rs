@@ -26,9 +26,9 @@ pub struct Stage {
     pub owns: &'static str,
 }
 
-/// Every stage of a run, in order. The index, long-context, specialists and merge stages run
-/// only when the recipe asks for them.
-pub const STAGES: [Stage; 11] = [
+/// Every stage of a run, in order. The index, long-context, specialists, merge, qat and export
+/// stages run only when the recipe asks for them.
+pub const STAGES: [Stage; 13] = [
     Stage { name: "corpus", reads: &[], owns: reports::layout::CORPUS },
     Stage { name: "shards", reads: &["corpus"], owns: reports::layout::SHARDS },
     Stage { name: "index", reads: &["corpus"], owns: reports::layout::INDEX },
@@ -44,6 +44,16 @@ pub const STAGES: [Stage; 11] = [
     Stage { name: "merge", reads: &["shards", "train", "long_context", "specialists"], owns: reports::layout::MERGE },
     Stage { name: "eval", reads: &["shards", "train", "long_context", "specialists", "merge"], owns: "eval" },
     Stage {
+        name: "qat",
+        reads: &["shards", "train", "long_context", "specialists", "merge"],
+        owns: reports::layout::QAT,
+    },
+    Stage {
+        name: "export",
+        reads: &["shards", "train", "long_context", "specialists", "merge", "qat"],
+        owns: reports::layout::EXPORT,
+    },
+    Stage {
         name: "report",
         reads: &[
             "corpus",
@@ -56,6 +66,8 @@ pub const STAGES: [Stage; 11] = [
             "specialists",
             "merge",
             "eval",
+            "qat",
+            "export",
         ],
         owns: reports::layout::REPORT,
     },

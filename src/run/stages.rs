@@ -25,6 +25,7 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
         "index" => recipe.search.as_ref().is_some_and(|s| s.index),
         "long_context" => recipe.long_context.is_some(),
         "specialists" | "merge" => recipe.specialists.is_some(),
+        "qat" | "export" => recipe.qat.is_some(),
         _ => true,
     }
 }
@@ -32,7 +33,7 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
 /// Stages that continue an interrupted attempt over what it left (shard chunks, finished
 /// proxies, checkpoints); the others start again.
 pub fn resumable(stage: &str) -> bool {
-    matches!(stage, "shards" | "swarm" | "train" | "long_context" | "specialists")
+    matches!(stage, "shards" | "swarm" | "train" | "long_context" | "specialists" | "qat")
 }
 
 /// The resolved recipe settings a stage depends on; their hash decides whether it reruns.
@@ -60,6 +61,15 @@ pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
             "long_context": r.long_context.is_some(),
             "seq_len": r.train.seq_len
         }),
+        // QAT trains with [train]'s mixture and device and scores like evaluation does.
+        "qat" => json!({
+            "qat": r.qat,
+            "train": r.train,
+            "eval": r.eval,
+            "merged": r.specialists.is_some(),
+            "long_context": r.long_context.is_some()
+        }),
+        "export" => json!({"eval": r.eval, "seq_len": r.train.seq_len}),
         "report" => json!({"report": r.report}),
         other => bail!("unknown stage {other}"),
     })
@@ -147,6 +157,8 @@ pub fn execute(stage: &str, ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMet
         "specialists" => specialists_stage(ctx, log),
         "merge" => merge_stage(ctx, log),
         "eval" => eval_stage(ctx, log),
+        "qat" => qat_stage(ctx, log),
+        "export" => export_stage(ctx, log),
         "report" => {
             let written = reports::write(ctx.run, ctx.recipe.report.title.as_deref())?;
             writeln!(log, "report: {}\nmarkdown: {}", written.html.display(), written.markdown.display())?;
@@ -544,16 +556,21 @@ fn merge_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     Ok(metrics)
 }
 
-fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
-    let e = &ctx.recipe.eval;
-    // The run's final model: the merge when there is one, else the last phase's.
-    let (final_dir, final_name) = if ctx.recipe.specialists.is_some() {
+/// The run's final full-precision model (relative path, stage): the merge when there is one,
+/// else the last phase's.
+fn final_model(ctx: &Ctx) -> (String, &'static str) {
+    if ctx.recipe.specialists.is_some() {
         (layout::MERGE.to_string(), "merge")
     } else if ctx.recipe.long_context.is_some() {
         (format!("{}/model", layout::LONG_CONTEXT), "long_context")
     } else {
         (layout::TRAIN.to_string(), "train")
-    };
+    }
+}
+
+fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let e = &ctx.recipe.eval;
+    let (final_dir, final_name) = final_model(ctx);
     let checkpoint = ctx.path(&final_dir);
     let shards = ctx.path(layout::SHARDS);
     let scoring = commands::train::Scoring {
@@ -651,5 +668,180 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let file =
         EvalFile { format_version: reports::stages::EVAL_FORMAT_VERSION, checkpoint: final_dir.clone(), rows, models };
     corpus::atomic::write_json(&ctx.path(layout::EVAL), &file)?;
+    Ok(metrics)
+}
+
+/// Scoring as the evaluation stage does it: `[train]`'s windows, `[eval]`'s sequences and tasks.
+fn quant_scores(ctx: &Ctx, checkpoint: &std::path::Path) -> Result<reports::stages::QuantScores> {
+    let e = &ctx.recipe.eval;
+    let shards = ctx.path(layout::SHARDS);
+    let scoring = commands::train::Scoring {
+        shards: Some(&shards),
+        eval_sequences: e.eval_sequences,
+        seq_len: Some(ctx.recipe.train.seq_len),
+        extend_window: false,
+        by_position: None,
+        tasks: &e.tasks,
+        limit: e.limit,
+        device: &ctx.recipe.train.device,
+    };
+    let scores = commands::train::score(checkpoint, &scoring)?;
+    Ok(reports::stages::QuantScores {
+        val_loss: scores.val,
+        tasks: scores.tasks.iter().map(|t| (t.task.clone(), t.acc)).collect(),
+    })
+}
+
+fn mean_loss(s: &reports::stages::QuantScores) -> f64 {
+    s.val_loss.values().sum::<f64>() / s.val_loss.len().max(1) as f64
+}
+
+/// PTQ of the final model, then QAT from it; all three scored on the same windows.
+fn qat_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let q = ctx.recipe.qat.as_ref().context("the run has no [qat]")?;
+    let scheme = crate::cli::SchemeArg::from_str(&q.scheme, true)
+        .map_err(|_| anyhow::anyhow!("[qat] scheme = {:?}: expected cpu or accel", q.scheme))?;
+    let distil = match q.teacher.as_str() {
+        "self" => true,
+        "labels" => false,
+        other => bail!("[qat] teacher = {other:?}: expected self (self-distillation) or labels"),
+    };
+    use_all_threads(ctx);
+    let base = ctx.path(&final_model(ctx).0);
+    let dir = ctx.path(layout::QAT);
+    let ptq = dir.join("ptq");
+    if !ptq.join("checkpoints/latest").exists() {
+        let args = crate::cli::QuantizeArgs {
+            checkpoint: base.clone(),
+            scheme,
+            keep_embeddings: !q.embeddings,
+            out: ptq.clone(),
+        };
+        commands::train::quantize(&args, log)?;
+    }
+    // QAT starts from the PTQ checkpoint (its scheme and quantized layers); `self` is its
+    // full-precision weights, the final model's.
+    let args = TrainArgs {
+        init: Some(ptq.clone()),
+        phase: "qat".into(),
+        steps: Some(q.steps),
+        tokens: None,
+        out: dir.join("model"),
+        teacher: distil.then(|| PathBuf::from("self")),
+        qat: Some(scheme),
+        fixed_scales: scheme == crate::cli::SchemeArg::Accel && !q.learnable_scales,
+        lr: q.lr,
+        warmup: (q.steps / 10).min(ctx.recipe.train.warmup),
+        batch_size: q.batch_size,
+        seed: q.seed,
+        ..train_args(ctx)?
+    };
+    let tokens = q.steps * (q.batch_size * args.seq_len) as u64 * args.grad_accum.max(1);
+    commands::train::train_with(&args, &[], log)?;
+    let mut models = std::collections::BTreeMap::new();
+    for (name, checkpoint) in [("fp", base), ("ptq", ptq), ("qat", dir.join("model"))] {
+        let scores = quant_scores(ctx, &checkpoint)?;
+        writeln!(log, "{name}: mean val loss {:.4}", mean_loss(&scores))?;
+        models.insert(name.to_string(), scores);
+    }
+    let (fp, ptq, qat) = (mean_loss(&models["fp"]), mean_loss(&models["ptq"]), mean_loss(&models["qat"]));
+    let file = reports::stages::QatFile {
+        format_version: reports::stages::QAT_FORMAT_VERSION,
+        scheme: q.scheme.to_lowercase(),
+        teacher: q.teacher.clone(),
+        tokens,
+        seq_len: ctx.recipe.train.seq_len,
+        models,
+    };
+    corpus::atomic::write_json(&ctx.path(layout::QAT_SCORES), &file)?;
+    Ok(vec![
+        metric("PTQ loss increase", ptq - fp, Some(false)),
+        metric("QAT loss increase", qat - fp, Some(false)),
+        metric("share of PTQ loss recovered", if ptq != fp { (ptq - qat) / (ptq - fp) } else { f64::NAN }, Some(true)),
+    ])
+}
+
+/// Forward tokens per second of a model on the CPU (batches of 4 windows, after a warm-up).
+fn cpu_tokens_per_s(checkpoint: &std::path::Path, seq_len: usize) -> Result<f64> {
+    let model = train::hf::load_any(checkpoint, tch::Device::Cpu, false)?.model;
+    let vocab = model.config.vocab_size as i64;
+    let ids = tch::Tensor::arange(4 * seq_len as i64, (tch::Kind::Int64, tch::Device::Cpu)).remainder(vocab);
+    let inputs = train::model::Inputs::tokens(ids.view([4, seq_len as i64]));
+    tch::no_grad(|| {
+        let _ = model.forward(&inputs);
+        let clock = std::time::Instant::now();
+        let mut reps = 0;
+        while reps < 3 || clock.elapsed().as_secs_f64() < 1.0 {
+            let _ = model.forward(&inputs);
+            reps += 1;
+        }
+        Ok((reps * 4 * seq_len) as f64 / clock.elapsed().as_secs_f64())
+    })
+}
+
+/// The QAT model as packed int4, GGUF and (dequantized) HF; sizes and CPU speed against the
+/// full-precision model; the real int4 model's scores.
+fn export_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let dir = ctx.path(layout::EXPORT);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let qat = ctx.path(&format!("{}/model", layout::QAT));
+    let loaded = train::hf::load_any(&qat, tch::Device::Cpu, false)?;
+    let (int4, gguf, hf) = (dir.join("int4"), dir.join("model.gguf"), dir.join("hf"));
+    train::int4::export(&loaded.model, &loaded.tokenizer, &int4)?;
+    train::gguf::export(&loaded.model, &loaded.tokenizer, &gguf)?;
+    train::hf::export(&loaded.model, &loaded.tokenizer, &hf)?;
+    let fp = train::checkpoint::resolve(&ctx.path(&final_model(ctx).0))?;
+    let seq_len = ctx.recipe.train.seq_len;
+    let rel = |p: &std::path::Path| p.strip_prefix(ctx.run).unwrap_or(p).display().to_string();
+    let file_size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let files = vec![
+        reports::stages::ExportedFile {
+            format: "fp32 checkpoint".into(),
+            path: rel(&fp.join("model.safetensors")),
+            bytes: file_size(&fp.join("model.safetensors")),
+            tokens_per_s: Some(cpu_tokens_per_s(&fp, seq_len)?),
+        },
+        reports::stages::ExportedFile {
+            format: "int4 (mixforge)".into(),
+            path: rel(&int4),
+            bytes: train::int4::size_on_disk(&int4),
+            tokens_per_s: Some(cpu_tokens_per_s(&int4, seq_len)?),
+        },
+        reports::stages::ExportedFile {
+            format: "GGUF Q4_0 (llama.cpp)".into(),
+            path: rel(&gguf),
+            bytes: file_size(&gguf),
+            tokens_per_s: None,
+        },
+        reports::stages::ExportedFile {
+            format: "HF safetensors (int4 values in fp32)".into(),
+            path: rel(&hf),
+            bytes: train::int4::size_on_disk(&hf),
+            tokens_per_s: None,
+        },
+    ];
+    for f in &files {
+        writeln!(
+            log,
+            "{}: {:.2} MB{}",
+            f.format,
+            f.bytes as f64 / 1e6,
+            f.tokens_per_s.map_or(String::new(), |t| format!(", {t:.0} tokens/s"))
+        )?;
+    }
+    let int4_scores = quant_scores(ctx, &int4)?;
+    let speedup = files[1].tokens_per_s.unwrap_or(f64::NAN) / files[0].tokens_per_s.unwrap_or(f64::NAN);
+    let metrics = vec![
+        metric("int4 size / fp32 size", files[1].bytes as f64 / files[0].bytes.max(1) as f64, Some(false)),
+        metric("int4 CPU speed / fp32", speedup, Some(true)),
+        metric("int4 mean val loss", mean_loss(&int4_scores), Some(false)),
+    ];
+    let file = reports::stages::ExportsFile {
+        format_version: reports::stages::QAT_FORMAT_VERSION,
+        files,
+        int4_scores,
+        threads: tch::get_num_threads() as usize,
+    };
+    corpus::atomic::write_json(&ctx.path(layout::EXPORTS), &file)?;
     Ok(metrics)
 }

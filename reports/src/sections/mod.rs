@@ -5,6 +5,7 @@ pub mod card;
 pub mod corpus;
 pub mod long_context;
 pub mod merge;
+pub mod quantization;
 pub mod simulator;
 pub mod summary;
 pub mod training;
