@@ -17,6 +17,10 @@ merge-experiment:
 ipd-experiment:
     scripts/ipd-experiment
 
+# PTQ vs QAT (labels, self-distillation; fixed vs learnable scales) from one checkpoint, over seeds.
+qat-experiment:
+    scripts/qat-experiment
+
 # The test suite (what CI runs): rustfmt check and every test of the workspace.
 test:
     scripts/test
@@ -41,6 +45,10 @@ bench-tokenize:
 # Peak memory of a distillation step at a 202,048-token vocabulary and 4,096 positions: chunked loss vs whole logits.
 bench-kd-memory:
     bash bench/kd-memory.sh
+
+# int4 exports: size and CPU forward speed against fp32 and llama.cpp's Q4_0 (builds llama.cpp once).
+bench-int4:
+    bash bench/int4.sh
 
 # mixforge vs a PyTorch eager reference: tokens/s training the same model, batch and sequence.
 bench-train:

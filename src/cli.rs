@@ -177,6 +177,30 @@ pub struct NiahMakeArgs {
 pub enum ModelCommand {
     /// Print a model's exact parameter count and shape.
     Params(ModelParamsArgs),
+    /// Measure a checkpoint's forward speed on the CPU (tokens/s; full precision, fake-quantized
+    /// or an int4 export), with the threads libtorch uses here.
+    ///
+    /// Example: mixforge model speed --checkpoint runs/export/int4 --seq-len 256
+    Speed(ModelSpeedArgs),
+}
+
+/// `model speed` flags.
+#[derive(Debug, Args)]
+pub struct ModelSpeedArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Windows per forward.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Measure for at least this long (after one warm-up forward).
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Chooses a model: a preset or a TOML config file.

@@ -31,7 +31,10 @@ pub fn doctor() -> Result<()> {
 }
 
 pub fn model(command: ModelCommand) -> Result<()> {
-    let ModelCommand::Params(args) = command;
+    let args = match command {
+        ModelCommand::Params(args) => args,
+        ModelCommand::Speed(args) => return speed(&args),
+    };
     let config = resolve_model(&args.model)?;
     let mut out = std::io::stdout().lock();
     let global = config.layer_types.iter().filter(|k| **k == AttnKind::Global).count();
@@ -51,6 +54,46 @@ pub fn model(command: ModelCommand) -> Result<()> {
         config.vocab_size,
         config.tie_embeddings
     )?;
+    Ok(())
+}
+
+/// Forward tokens per second of a checkpoint on the CPU: `batch` windows of `seq_len` tokens
+/// per forward, after a warm-up, for at least `seconds` (and three forwards).
+pub fn cpu_tokens_per_s(checkpoint: &Path, seq_len: usize, batch: usize, seconds: f64) -> Result<f64> {
+    let model = hf::load_any(checkpoint, tch::Device::Cpu, false)?.model;
+    let n = (batch * seq_len) as i64;
+    let ids = tch::Tensor::arange(n, (tch::Kind::Int64, tch::Device::Cpu)).remainder(model.config.vocab_size as i64);
+    let inputs = train::model::Inputs::tokens(ids.view([batch as i64, seq_len as i64]));
+    tch::no_grad(|| {
+        let _ = model.forward(&inputs);
+        let clock = std::time::Instant::now();
+        let mut reps = 0;
+        while reps < 3 || clock.elapsed().as_secs_f64() < seconds {
+            let _ = model.forward(&inputs);
+            reps += 1;
+        }
+        Ok((reps * batch * seq_len) as f64 / clock.elapsed().as_secs_f64())
+    })
+}
+
+fn speed(args: &crate::cli::ModelSpeedArgs) -> Result<()> {
+    let tps = cpu_tokens_per_s(&args.checkpoint, args.seq_len, args.batch_size, args.seconds)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::json!({
+            "checkpoint": args.checkpoint, "tokens_per_s": tps, "seq_len": args.seq_len,
+            "batch_size": args.batch_size, "threads": tch::get_num_threads(),
+        });
+        writeln!(out, "{json}")?;
+    } else {
+        writeln!(
+            out,
+            "{tps:.0} tokens/s ({} × {} tokens per forward, {} threads)",
+            args.batch_size,
+            args.seq_len,
+            tch::get_num_threads()
+        )?;
+    }
     Ok(())
 }
 

@@ -761,24 +761,6 @@ fn qat_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     ])
 }
 
-/// Forward tokens per second of a model on the CPU (batches of 4 windows, after a warm-up).
-fn cpu_tokens_per_s(checkpoint: &std::path::Path, seq_len: usize) -> Result<f64> {
-    let model = train::hf::load_any(checkpoint, tch::Device::Cpu, false)?.model;
-    let vocab = model.config.vocab_size as i64;
-    let ids = tch::Tensor::arange(4 * seq_len as i64, (tch::Kind::Int64, tch::Device::Cpu)).remainder(vocab);
-    let inputs = train::model::Inputs::tokens(ids.view([4, seq_len as i64]));
-    tch::no_grad(|| {
-        let _ = model.forward(&inputs);
-        let clock = std::time::Instant::now();
-        let mut reps = 0;
-        while reps < 3 || clock.elapsed().as_secs_f64() < 1.0 {
-            let _ = model.forward(&inputs);
-            reps += 1;
-        }
-        Ok((reps * 4 * seq_len) as f64 / clock.elapsed().as_secs_f64())
-    })
-}
-
 /// The QAT model as packed int4, GGUF and (dequantized) HF; sizes and CPU speed against the
 /// full-precision model; the real int4 model's scores.
 fn export_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
@@ -799,13 +781,13 @@ fn export_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
             format: "fp32 checkpoint".into(),
             path: rel(&fp.join("model.safetensors")),
             bytes: file_size(&fp.join("model.safetensors")),
-            tokens_per_s: Some(cpu_tokens_per_s(&fp, seq_len)?),
+            tokens_per_s: Some(commands::train::cpu_tokens_per_s(&fp, seq_len, 4, 1.0)?),
         },
         reports::stages::ExportedFile {
             format: "int4 (mixforge)".into(),
             path: rel(&int4),
             bytes: train::int4::size_on_disk(&int4),
-            tokens_per_s: Some(cpu_tokens_per_s(&int4, seq_len)?),
+            tokens_per_s: Some(commands::train::cpu_tokens_per_s(&int4, seq_len, 4, 1.0)?),
         },
         reports::stages::ExportedFile {
             format: "GGUF Q4_0 (llama.cpp)".into(),

@@ -35,7 +35,10 @@ pub fn load_any(path: &Path, device: Device, trainable: bool) -> Result<Loaded> 
                 path.display()
             )));
         }
-        return Ok(Loaded { model: crate::int4::load(path)?, tokenizer: path.join("tokenizer.json") });
+        return Ok(Loaded {
+            model: crate::int4::load(path, crate::int4::Precision::Bf16)?,
+            tokenizer: path.join("tokenizer.json"),
+        });
     }
     if path.join("config.json").exists() && !path.join("state.json").exists() {
         return load_hf(path, device, trainable);

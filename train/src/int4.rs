@@ -40,6 +40,22 @@ struct Meta {
     model: ModelConfig,
 }
 
+/// The activations' precision in the int4 kernels.
+///
+/// On x86 libtorch's int4 CPU kernels are fast only with bf16 activations (the fp32 and
+/// `_dyn_quant_matmul_4bit` paths are reference loops, ~50× slower than an fp32 matmul), so
+/// `Bf16` is what `eval`, `generate` and `model speed` run: the accel scheme as W4A16, its 16-bit
+/// activations; the cpu scheme with its int8 per-token activations fed to the kernel as exact
+/// integers in bf16 and the per-token scale applied after. Its scales are rounded to bf16 there.
+/// `Exact` computes in fp32 with the fp16 scales: the weight-only kernel then gives the
+/// fake-quantized model's logits bit for bit, and the cpu scheme runs `_dyn_quant_matmul_4bit`
+/// (the fast path on Arm with KleidiAI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Bf16,
+    Exact,
+}
+
 /// One packed matrix and the kernel that multiplies by it.
 pub struct Packed {
     /// `[out, in/2]` u8 as stored.
@@ -53,8 +69,23 @@ pub struct Packed {
 enum Kernel {
     /// `_dyn_quant_matmul_4bit`'s packed buffer.
     DynamicActivations(Tensor),
-    /// `_weight_int4pack_mm_for_cpu`'s packed weight and `[in/32, out, 2]` scales and zeros.
-    WeightOnly { packed: Tensor, scales_zeros: Tensor },
+    /// `_weight_int4pack_mm_for_cpu`'s packed weight and `[in/32, out, 2]` scales and zeros (in
+    /// the activations' kind); `int8_activations` quantizes the input per token first.
+    WeightOnly { packed: Tensor, scales_zeros: Tensor, kind: Kind, int8_activations: bool },
+}
+
+impl Kernel {
+    fn shallow_clone(&self) -> Kernel {
+        match self {
+            Kernel::DynamicActivations(t) => Kernel::DynamicActivations(t.shallow_clone()),
+            Kernel::WeightOnly { packed, scales_zeros, kind, int8_activations } => Kernel::WeightOnly {
+                packed: packed.shallow_clone(),
+                scales_zeros: scales_zeros.shallow_clone(),
+                kind: *kind,
+                int8_activations: *int8_activations,
+            },
+        }
+    }
 }
 
 fn pack_nibbles(codes: &Tensor) -> Tensor {
@@ -71,36 +102,44 @@ fn unpack_nibbles(nibbles: &Tensor) -> Tensor {
 }
 
 impl Packed {
-    fn new(nibbles: Tensor, scales: Tensor, group: usize, scheme: Scheme) -> Result<Packed> {
+    fn new(nibbles: Tensor, scales: Tensor, group: usize, scheme: Scheme, precision: Precision) -> Result<Packed> {
         let (out, half) = nibbles.size2().expect("[out, in/2]");
         let inp = half * 2;
-        let kernel = match scheme {
-            Scheme::Cpu => Kernel::DynamicActivations(Tensor::f_internal_dyn_quant_pack_4bit_weight(
+        if scheme == Scheme::Cpu && precision == Precision::Exact {
+            let packed = Tensor::f_internal_dyn_quant_pack_4bit_weight(
                 &nibbles,
                 &scales,
                 None::<Tensor>,
                 group as i64,
                 inp,
                 out,
-            )?),
-            Scheme::Accel => {
-                if !(inp as usize).is_multiple_of(GROUP) {
-                    return Err(Error::Config(format!(
-                        "libtorch's int4 kernel needs inputs in groups of {GROUP}, not {inp}"
-                    )));
-                }
-                // Per-channel scales as groups of 32 with equal scales; zero points 0. The kernel
-                // takes outputs in multiples of 16: extra rows are zeros, cut from the result.
-                let padded = (out as usize).next_multiple_of(16) as i64;
-                let per_group = scales.repeat_interleave_self_int((group / GROUP) as i64, 1, None);
-                let per_group = per_group.constant_pad_nd([0, 0, 0, padded - out]);
-                let zeros = Tensor::zeros([inp / GROUP as i64, padded], (Kind::Float, scales.device()));
-                let scales_zeros = Tensor::stack(&[per_group.tr(), zeros], -1).contiguous();
-                let codes = (unpack_nibbles(&nibbles).to_kind(Kind::Int) + 8).constant_pad_nd([0, 0, 0, padded - out]);
-                Kernel::WeightOnly { packed: codes.f_internal_convert_weight_to_int4pack_for_cpu(1)?, scales_zeros }
-            }
-        };
+            )?;
+            return Ok(Packed { nibbles, scales, group, kernel: Kernel::DynamicActivations(packed) });
+        }
+        if !(inp as usize).is_multiple_of(GROUP) {
+            return Err(Error::Config(format!("libtorch's int4 kernel needs inputs in groups of {GROUP}, not {inp}")));
+        }
+        // Scales per group of 32 (a per-channel scale repeated), zero points 0. The kernel takes
+        // outputs in multiples of 16: extra rows are zeros, cut from the result.
+        let kind = if precision == Precision::Exact { Kind::Float } else { Kind::BFloat16 };
+        let padded = (out as usize).next_multiple_of(16) as i64;
+        let per_group = scales.repeat_interleave_self_int((GROUP.max(group) / GROUP) as i64, 1, None);
+        let per_group = per_group.constant_pad_nd([0, 0, 0, padded - out]);
+        let zeros = Tensor::zeros([inp / GROUP as i64, padded], (Kind::Float, scales.device()));
+        let scales_zeros = Tensor::stack(&[per_group.tr(), zeros], -1).contiguous().to_kind(kind);
+        let codes = (unpack_nibbles(&nibbles).to_kind(Kind::Int) + 8).constant_pad_nd([0, 0, 0, padded - out]);
+        let packed = codes.f_internal_convert_weight_to_int4pack_for_cpu(1)?;
+        let kernel = Kernel::WeightOnly { packed, scales_zeros, kind, int8_activations: scheme == Scheme::Cpu };
         Ok(Packed { nibbles, scales, group, kernel })
+    }
+
+    fn shallow_clone(&self) -> Packed {
+        Packed {
+            nibbles: self.nibbles.shallow_clone(),
+            scales: self.scales.shallow_clone(),
+            group: self.group,
+            kernel: self.kernel.shallow_clone(),
+        }
     }
 
     fn out_in(&self) -> (i64, i64) {
@@ -117,8 +156,17 @@ impl Packed {
             Kernel::DynamicActivations(packed) => {
                 Tensor::internal_dyn_quant_matmul_4bit(&x2, packed, self.group as i64, inp, out)
             }
-            Kernel::WeightOnly { packed, scales_zeros } => {
-                x2.internal_weight_int4pack_mm_for_cpu(packed, GROUP as i64, scales_zeros).narrow(1, 0, out)
+            Kernel::WeightOnly { packed, scales_zeros, kind, int8_activations: false } => x2
+                .to_kind(*kind)
+                .internal_weight_int4pack_mm_for_cpu(packed, GROUP as i64, scales_zeros)
+                .narrow(1, 0, out)
+                .to_kind(Kind::Float),
+            Kernel::WeightOnly { packed, scales_zeros, kind, int8_activations: true } => {
+                // q − zero is an integer in [−255, 255]: exact in bf16.
+                let (scale, zero) = crate::quant::token_qparams(&x2);
+                let q = ((&x2 * scale.reciprocal()).round() + &zero).clamp(-128, 127) - zero;
+                let y = q.to_kind(*kind).internal_weight_int4pack_mm_for_cpu(packed, GROUP as i64, scales_zeros);
+                y.narrow(1, 0, out).to_kind(Kind::Float) * scale
             }
         };
         *shape.last_mut().expect("non-scalar") = out;
@@ -180,7 +228,7 @@ pub fn export(model: &Llama, tokenizer: &Path, out: &Path) -> Result<()> {
 }
 
 /// Loads an int4 export to run on the CPU with the int4 kernels.
-pub fn load(dir: &Path) -> Result<Llama> {
+pub fn load(dir: &Path, precision: Precision) -> Result<Llama> {
     let meta_path = dir.join(META);
     let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
     let meta: Meta = serde_json::from_str(&text).map_err(|e| Error::format(&meta_path, e.to_string()))?;
@@ -227,21 +275,12 @@ pub fn load(dir: &Path) -> Result<Llama> {
             scales.to_kind(Kind::Float),
             (inp / groups) as usize,
             meta.scheme,
+            precision,
         )?;
         packed.insert(spec.name.clone(), p);
     }
     let weight = |params: &Params, name: &str| match packed.get(name) {
-        Some(p) => Weight::Int4(Packed {
-            nibbles: p.nibbles.shallow_clone(),
-            scales: p.scales.shallow_clone(),
-            group: p.group,
-            kernel: match &p.kernel {
-                Kernel::DynamicActivations(t) => Kernel::DynamicActivations(t.shallow_clone()),
-                Kernel::WeightOnly { packed, scales_zeros } => {
-                    Kernel::WeightOnly { packed: packed.shallow_clone(), scales_zeros: scales_zeros.shallow_clone() }
-                }
-            },
-        }),
+        Some(p) => Weight::Int4(p.shallow_clone()),
         None => Weight::Dense { w: params.get(name), quantized: false, log_scale: None },
     };
     Ok(Llama::assemble(config, params, weight, Device::Cpu))

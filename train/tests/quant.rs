@@ -216,6 +216,7 @@ fn an_accel_model_computes_exactly_with_its_dequantized_weights() {
 
 #[test]
 fn int4_exports_hold_the_fake_quantized_weights_and_run_like_them() {
+    use train::int4::Precision;
     let dir = std::env::temp_dir().join(format!("mixforge-int4-{}", std::process::id()));
     let tokenizer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/v1/mixed/tokenizer.json");
     for scheme in [Scheme::Accel, Scheme::Cpu] {
@@ -223,7 +224,7 @@ fn int4_exports_hold_the_fake_quantized_weights_and_run_like_them() {
             let q = model(Some(QuantConfig::new(scheme)), seed);
             let out = dir.join(format!("{}-{seed}", scheme.name()));
             train::int4::export(&q, &tokenizer, &out).unwrap();
-            let int4 = train::int4::load(&out).unwrap();
+            let int4 = train::int4::load(&out, Precision::Exact).unwrap();
             for ((name, fake), (_, unpacked)) in q.effective_weights().iter().zip(int4.effective_weights()) {
                 assert!(fake.equal(&unpacked), "{name}");
                 let Some(Weight::Int4(p)) = int4.weight(name) else { continue };
@@ -245,21 +246,34 @@ fn int4_exports_hold_the_fake_quantized_weights_and_run_like_them() {
                 }
             }
             let tokens = Inputs::tokens(ids(seed as i64 + 7));
-            let (a, b) = (q.forward(&tokens), int4.forward(&tokens));
+            let a = q.forward(&tokens);
+            let rel = |b: &Tensor| {
+                let scale = f64::try_from(a.abs().max()).unwrap();
+                let max = f64::try_from((&a - b).abs().max()).unwrap() / scale;
+                let mean = f64::try_from((&a - b).abs().mean(Kind::Float)).unwrap() / scale;
+                (max, mean)
+            };
+            let b = int4.forward(&tokens);
             match scheme {
                 Scheme::Accel => assert!(a.equal(&b), "accel seed {seed}: the int4 model's logits differ"),
                 Scheme::Cpu => {
                     // A summation-order difference can flip an activation's int8 rounding in a
                     // later layer, which moves logits by a quantization step there.
-                    let scale = f64::try_from(a.abs().max()).unwrap();
-                    let max = f64::try_from((&a - &b).abs().max()).unwrap() / scale;
-                    let mean = f64::try_from((&a - &b).abs().mean(Kind::Float)).unwrap() / scale;
+                    let (max, mean) = rel(&b);
                     assert!(
                         max < 2e-2 && mean < 1e-3,
                         "cpu seed {seed}: logits differ by {max} (max), {mean} (mean) of max |logit|"
                     );
                 }
             }
+            // The fast path (bf16 activations, bf16 scales) stays close.
+            let fast = train::int4::load(&out, Precision::Bf16).unwrap();
+            let (max, mean) = rel(&fast.forward(&tokens));
+            assert!(
+                max < 5e-2 && mean < 1e-2,
+                "{} seed {seed}: bf16 logits differ by {max} (max), {mean} (mean) of max |logit|",
+                scheme.name()
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
