@@ -44,8 +44,8 @@ fp_file = [os.path.join(r, f) for r, _, fs in os.walk(f"{m}/fp/checkpoints") for
 rows = [
     ("fp32 (mixforge, libtorch)", size(fp_file), fp),
     ("cpu scheme, fake-quantized (QAT's forward)", None, fake),
-    ("cpu scheme int4 (mixforge, _dyn_quant_matmul_4bit)", size(f"{m}/cpu-int4"), cpu),
-    ("accel scheme int4 (mixforge, _weight_int4pack_mm)", size(f"{m}/accel-int4"), accel),
+    ("cpu scheme int4 (mixforge: int8 activations, _weight_int4pack_mm bf16)", size(f"{m}/cpu-int4"), cpu),
+    ("accel scheme int4 (mixforge: _weight_int4pack_mm bf16)", size(f"{m}/accel-int4"), accel),
     ("cpu scheme GGUF Q4_0 (llama.cpp)", size(f"{m}/cpu.gguf"), llama[0]["avg_ts"]),
     ("accel scheme GGUF Q4_0 (llama.cpp)", size(f"{m}/accel.gguf"), llama[1]["avg_ts"]),
 ]

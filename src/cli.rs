@@ -398,6 +398,7 @@ pub struct GenerateArgs {
 /// `export` flags.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// A mixforge run or step directory (quantized, for --int4 and --gguf).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Output directory (config.json, model.safetensors, tokenizer.json), or the .gguf file.
@@ -426,6 +427,7 @@ pub struct QuantizeArgs {
     /// Leave the token embedding and LM head in full precision.
     #[arg(long)]
     pub keep_embeddings: bool,
+    /// Output run directory (checkpoints/step-00000000 with the scheme in its model config).
     #[arg(long)]
     pub out: PathBuf,
 }

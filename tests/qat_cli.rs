@@ -145,6 +145,7 @@ fn the_qat_experiment_runs_end_to_end_at_a_tiny_size() {
         .envs([
             ("MIXFORGE_BIN", env!("CARGO_BIN_EXE_mixforge")),
             ("OUT", s(&dir)),
+            ("SHARDS", s(demo_shards())),
             ("SEEDS", "0 1"),
             ("SEQ", "32"),
             ("BASE_STEPS", "4"),
