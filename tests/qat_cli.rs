@@ -114,6 +114,10 @@ fn quantize_qat_and_int4_exports_round_trip() {
         mixforge(&["quantize", "--checkpoint", s(&ptq_cpu), "--scheme", "cpu", "--out", s(&dir.join("again"))]),
         "already quantized",
     );
+    let taught = dir.join("taught");
+    let mut args = vec!["train", "--init", s(&base), "--teacher", s(&int4), "--steps", "1", "--out", s(&taught)];
+    args.extend(data);
+    refused(mixforge(&args), "int4 export (inference only)");
     let mixed = dir.join("mixed");
     let mut args = vec!["train", "--qat", "cpu", "--init", s(&ptq_accel), "--steps", "2", "--out", s(&mixed)];
     args.extend(data);

@@ -499,7 +499,7 @@ pub struct Scores {
 
 /// Validation loss per domain and task scores of a checkpoint.
 pub fn score(checkpoint: &Path, s: &Scoring) -> Result<Scores> {
-    let device = train::device::pick(Some(s.device))?;
+    let device = train::device::for_checkpoint(checkpoint, Some(s.device))?;
     let mut loaded = hf::load_any(checkpoint, device, false)?;
     if s.extend_window
         && let Some(n) = s.seq_len
@@ -691,7 +691,7 @@ pub fn teacher_cache(args: &crate::cli::TeacherCacheArgs) -> Result<()> {
 }
 
 pub fn generate(args: &GenerateArgs) -> Result<()> {
-    let device = train::device::pick(Some(&args.device))?;
+    let device = train::device::for_checkpoint(&args.checkpoint, Some(&args.device))?;
     let loaded = hf::load_any(&args.checkpoint, device, false)?;
     let tokenizer = corpus::tokenize::load(&loaded.tokenizer)?;
     let sampling = Sampling { temperature: args.temperature, top_k: args.top_k, seed: args.seed };

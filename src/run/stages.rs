@@ -573,18 +573,7 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let (final_dir, final_name) = final_model(ctx);
     let checkpoint = ctx.path(&final_dir);
     let shards = ctx.path(layout::SHARDS);
-    let scoring = commands::train::Scoring {
-        shards: Some(&shards),
-        eval_sequences: e.eval_sequences,
-        // One window for every model it compares: the training run's (a long-context model's
-        // own window would give it more context than the others).
-        seq_len: Some(ctx.recipe.train.seq_len),
-        extend_window: false,
-        by_position: None,
-        tasks: &e.tasks,
-        limit: e.limit,
-        device: &ctx.recipe.train.device,
-    };
+    let scoring = eval_scoring(ctx, &shards);
     let commands::train::Scores { val, tasks: scores, .. } = commands::train::score(&checkpoint, &scoring)?;
     commands::train::print_val(log, &val)?;
     let mut rows = Vec::new();
@@ -671,12 +660,13 @@ fn eval_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     Ok(metrics)
 }
 
-/// Scoring as the evaluation stage does it: `[train]`'s windows, `[eval]`'s sequences and tasks.
-fn quant_scores(ctx: &Ctx, checkpoint: &std::path::Path) -> Result<reports::stages::QuantScores> {
+/// A model scored as the evaluation stage scores every model it compares: `[eval]`'s sequences
+/// and tasks over the training run's windows (a long-context model's own window would give it
+/// more context than the others).
+fn eval_scoring<'a>(ctx: &'a Ctx, shards: &'a std::path::Path) -> commands::train::Scoring<'a> {
     let e = &ctx.recipe.eval;
-    let shards = ctx.path(layout::SHARDS);
-    let scoring = commands::train::Scoring {
-        shards: Some(&shards),
+    commands::train::Scoring {
+        shards: Some(shards),
         eval_sequences: e.eval_sequences,
         seq_len: Some(ctx.recipe.train.seq_len),
         extend_window: false,
@@ -684,8 +674,12 @@ fn quant_scores(ctx: &Ctx, checkpoint: &std::path::Path) -> Result<reports::stag
         tasks: &e.tasks,
         limit: e.limit,
         device: &ctx.recipe.train.device,
-    };
-    let scores = commands::train::score(checkpoint, &scoring)?;
+    }
+}
+
+fn quant_scores(ctx: &Ctx, checkpoint: &std::path::Path) -> Result<reports::stages::QuantScores> {
+    let shards = ctx.path(layout::SHARDS);
+    let scores = commands::train::score(checkpoint, &eval_scoring(ctx, &shards))?;
     Ok(reports::stages::QuantScores {
         val_loss: scores.val,
         tasks: scores.tasks.iter().map(|t| (t.task.clone(), t.acc)).collect(),
@@ -711,6 +705,10 @@ fn qat_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let dir = ctx.path(layout::QAT);
     let ptq = dir.join("ptq");
     if !ptq.join("checkpoints/latest").exists() {
+        // A PTQ killed while writing leaves no `latest`: it is redone from scratch.
+        if ptq.exists() {
+            std::fs::remove_dir_all(&ptq).with_context(|| format!("removing {}", ptq.display()))?;
+        }
         let args = crate::cli::QuantizeArgs {
             checkpoint: base.clone(),
             scheme,

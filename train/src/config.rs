@@ -223,9 +223,10 @@ impl ModelConfig {
 pub fn first_difference(a: &ModelConfig, b: &ModelConfig) -> String {
     let (a, b) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
-        for (key, va) in a {
-            let vb = b.get(key).cloned().unwrap_or_default();
-            if *va != vb {
+        // Both sides' keys: an optional field (quant) is absent from one of them.
+        for key in a.keys().chain(b.keys()) {
+            let (va, vb) = (a.get(key).cloned().unwrap_or_default(), b.get(key).cloned().unwrap_or_default());
+            if va != vb {
                 return format!("{key}: {va} vs {vb}");
             }
         }

@@ -22,6 +22,19 @@ pub fn pick(name: Option<&str>) -> crate::Result<Device> {
     }
 }
 
+/// The device to run `checkpoint` on: an int4 export runs on the CPU (libtorch's int4 kernels
+/// are CPU kernels), whatever `name` asks for; anything else as [`pick`] chooses.
+pub fn for_checkpoint(checkpoint: &std::path::Path, name: Option<&str>) -> crate::Result<Device> {
+    if checkpoint.join(crate::int4::META).exists() {
+        let device = pick(name)?;
+        if device != Device::Cpu && name.is_some_and(|n| n != "auto") {
+            eprintln!("note: {} is an int4 export: it runs on the CPU", checkpoint.display());
+        }
+        return Ok(Device::Cpu);
+    }
+    pick(name)
+}
+
 /// Facts about the linked libtorch, one per line.
 pub fn report() -> Vec<(String, String)> {
     let lib = env!("MIXFORGE_LIBTORCH_LIB");

@@ -26,6 +26,7 @@ const TYPE_Q4_0: u32 = 2;
 const FILE_TYPE_Q4_0: u32 = 2;
 
 enum Value {
+    Bool(bool),
     U32(u32),
     F32(f32),
     Str(String),
@@ -49,8 +50,12 @@ impl Writer {
         self.buf.extend_from_slice(s.as_bytes());
     }
     fn value(&mut self, v: &Value) {
-        // GGUF value types: UINT32 4, INT32 5, FLOAT32 6, STRING 8, ARRAY 9.
+        // GGUF value types: UINT32 4, INT32 5, FLOAT32 6, BOOL 7, STRING 8, ARRAY 9.
         match v {
+            Value::Bool(x) => {
+                self.u32(7);
+                self.buf.push(u8::from(*x));
+            }
             Value::U32(x) => {
                 self.u32(4);
                 self.u32(*x);
@@ -202,6 +207,8 @@ fn tokenizer_values(tokenizer_path: &Path, vocab_size: usize) -> Result<Vec<(&'s
         ("tokenizer.ggml.tokens", Value::Strings(tokens.clone())),
         ("tokenizer.ggml.token_type", Value::I32s(types)),
         ("tokenizer.ggml.merges", Value::Strings(merges)),
+        // mixforge trains without a leading BOS.
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
     ];
     if let Some(bos) = ["<|bos|>", "<s>", "<|begin_of_text|>", "<bos>"].iter().find_map(|t| find(t)) {
         values.push(("tokenizer.ggml.bos_token_id", Value::U32(bos)));

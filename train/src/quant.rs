@@ -75,13 +75,14 @@ impl QuantConfig {
     }
 
     pub(crate) fn check(&self, m: &ModelConfig) -> Result<()> {
-        if self.scheme == Scheme::Cpu {
-            let ins = [("d_model", m.d_model), ("ffn_dim", m.ffn_dim), ("n_heads × head_dim", m.n_heads * m.head_dim)];
-            if let Some((name, v)) = ins.iter().find(|(_, v)| !v.is_multiple_of(GROUP)) {
-                return Err(Error::Config(format!(
-                    "the cpu scheme quantizes in groups of {GROUP} inputs but {name} is {v}"
-                )));
-            }
+        // The cpu scheme's groups, libtorch's int4 kernels and GGUF's Q4_0 blocks all take
+        // inputs in groups of 32.
+        let ins = [("d_model", m.d_model), ("ffn_dim", m.ffn_dim), ("n_heads × head_dim", m.n_heads * m.head_dim)];
+        if let Some((name, v)) = ins.iter().find(|(_, v)| !v.is_multiple_of(GROUP)) {
+            return Err(Error::Config(format!(
+                "int4 quantization takes inputs in groups of {GROUP} (the cpu scheme's groups, the int4 kernels, \
+                 GGUF's Q4_0 blocks) but {name} is {v}"
+            )));
         }
         if self.scheme == Scheme::Accel && m.tie_embeddings {
             return Err(Error::Config("the accel scheme needs an untied LM head (tie_embeddings = false)".into()));
@@ -195,7 +196,7 @@ pub fn lsq(w: &Tensor, scale: &Tensor) -> Tensor {
 /// torchao's per-token asymmetric int8 scale and zero point over the last dimension.
 pub fn token_qparams(x: &Tensor) -> (Tensor, Tensor) {
     let (qmin, qmax) = (-128.0, 127.0);
-    let x = x.detach();
+    let x = x.detach().to_kind(Kind::Float);
     let min_neg = x.amin(-1, true).clamp_max(0.0);
     let max_pos = x.amax(-1, true).clamp_min(0.0);
     let scale = ((&max_pos - &min_neg) / (qmax - qmin)).clamp_min(f32::EPSILON as f64);
@@ -209,10 +210,13 @@ pub fn token_qparams(x: &Tensor) -> (Tensor, Tensor) {
 }
 
 /// Dynamic int8 fake quantization of activations per token (straight-through).
+/// Computed in fp32 whatever `x`'s kind (autocast's fp16 would change the scales, and a tiny
+/// range would overflow the reciprocal), as torchao and the int4 kernel do.
 pub fn fake_activations(x: &Tensor) -> Tensor {
-    let (scale, zero) = token_qparams(x);
-    let q = ((x.detach() * scale.reciprocal()).round() + &zero).clamp(-128, 127);
-    ste(x, &((q - zero) * scale))
+    let xf = x.detach().to_kind(Kind::Float);
+    let (scale, zero) = token_qparams(&xf);
+    let q = ((&xf * scale.reciprocal()).round() + &zero).clamp(-128, 127);
+    ste(x, &((q - zero) * scale).to_kind(x.kind()))
 }
 
 /// Adds what `to` needs and `tensors` (a model of config `from`) lacks: the untied LM head

@@ -131,6 +131,11 @@ impl Trainer {
     /// A fresh run. With `run`, metrics and checkpoints go there. With `config.init`, the
     /// weights start from its (single) parent, with a fresh optimizer and schedule.
     pub fn new(config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+        if config.model.quant.is_some() && config.init.is_none() {
+            return Err(Error::Config(
+                "a quantized model starts from a checkpoint (its scales come from the weights): pass --init".into(),
+            ));
+        }
         let trainer = Trainer::build(config, run, device)?;
         if let Some(init) = &trainer.config.init {
             let [parent] = init.parents.as_slice() else {
@@ -400,6 +405,12 @@ fn refuse_used_run(run: &Path) -> Result<()> {
 /// Loads a teacher and checks that it speaks the student's vocabulary and reads `window`
 /// tokens (past its own window its logits would be meaningless targets).
 pub fn load_teacher(path: &Path, vocab_size: usize, window: usize, device: Device) -> Result<Llama> {
+    if path.join(crate::int4::META).exists() {
+        return Err(Error::Config(format!(
+            "{} is an int4 export (inference only): distil from the checkpoint it was exported from",
+            path.display()
+        )));
+    }
     let teacher = full_precision(hf::load_any(path, device, false)?.model)?;
     if teacher.config.vocab_size != vocab_size {
         return Err(Error::Config(format!(
