@@ -97,6 +97,13 @@ pub fn section(run: &Run) -> Result<Option<Section>> {
     if exports.exists() {
         let e: ExportsFile = read_json(&exports)?;
         let fp_speed = e.files.first().and_then(|f| f.tokens_per_s);
+        let int4_speed = e.files.get(1).and_then(|f| f.tokens_per_s);
+        let small = match (int4_speed, fp_speed) {
+            (Some(i), Some(f)) if i < f => {
+                " At this model size the int4 kernels' fixed per-call costs outweigh the smaller weights; `just bench-int4` measures larger models."
+            }
+            _ => "",
+        };
         let mut csv = Csv::new(&["format", "path", "bytes", "tokens_per_s"]);
         let rows = e
             .files
@@ -117,7 +124,7 @@ pub fn section(run: &Run) -> Result<Option<Section>> {
             .collect();
         s.blocks.push(Block::Table(Table {
             caption: format!(
-                "The exports: size on disk and forward tokens/s on this CPU ({} threads). The real int4 model (libtorch's int4 kernels) scores a mean validation loss of {} against the fake-quantized QAT model's {}.",
+                "The exports: size on disk and forward tokens/s on this CPU ({} threads). The real int4 model (libtorch's int4 kernels, bf16 activations) scores a mean validation loss of {} against the fake-quantized QAT model's {}.{small}",
                 e.threads,
                 num(mean(&e.int4_scores), 4),
                 num(file.models.get("qat").map_or(f64::NAN, mean), 4)
