@@ -187,3 +187,26 @@ fn the_qat_experiment_runs_end_to_end_at_a_tiny_size() {
     assert!((real.as_f64().unwrap() - fake.as_f64().unwrap()).abs() < 0.01, "{real} vs {fake}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// torchao's own QAT quantizer (`Int8DynActInt4WeightQATQuantizer`, group 32, fp16 scales) and
+/// ours agree exactly: fake-quantized weights and activations, and the int codes and scales.
+#[test]
+fn the_cpu_scheme_equals_torchaos_quantizer_exactly() {
+    use train::quant::{self, QuantConfig, Scheme};
+    let dir = scratch("torchao");
+    let script = manifest_dir().join("tests/python/torchao_check.py");
+    let py = Command::new(python()).args([s(&script), s(&dir)]).output().expect("run the virtualenv's python");
+    assert!(py.status.success(), "torchao reference failed:\n{}", String::from_utf8_lossy(&py.stderr));
+    let t: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(dir.join("torchao.safetensors")).unwrap().into_iter().collect();
+    let cpu = QuantConfig::new(Scheme::Cpu);
+    for case in 0..5 {
+        let get = |name: &str| &t[&format!("{case}.{name}")];
+        let ours = quant::quantize(&cpu, get("w"), None);
+        assert!(ours.codes.equal(get("codes")), "case {case}: codes");
+        assert!(ours.scales.equal(get("scales")), "case {case}: scales");
+        assert!(quant::fake_weight(&cpu, get("w"), None).equal(get("weight_fq")), "case {case}: fake-quantized weights");
+        assert!(quant::fake_activations(get("x")).equal(get("act_fq")), "case {case}: fake-quantized activations");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,8 +4,9 @@
 //! Two schemes, as MobileLLM-Pro deploys them:
 //! - `cpu`: weights int4 symmetric per group of 32 along the input dimension, activations int8
 //!   asymmetric per token, dynamic. torchao's conventions (`Int8DynActInt4WeightQATQuantizer`,
-//!   `quant_primitives`): weight scale = max(absmax / 7.5, f32 eps), codes
-//!   `clamp(round(w · (1/scale)), −8, 7)` with round-half-to-even; activation scale =
+//!   `quant_primitives`): weight scale = max(absmax / 7.5, f32 eps) in fp16, codes
+//!   `clamp(round(w · (1/scale)), −8, 7)` with round-half-to-even and 1/scale taken in the
+//!   scale's fp16 (torchao's `input * (1.0 / scale)`); activation scale =
 //!   (max(x_max, 0) − min(x_min, 0)) / 255 and torchao's zero point.
 //! - `accel`: weights int4 symmetric per output channel with learnable scales (LSQ, libtorch's
 //!   `_fake_quantize_learnable_per_channel_affine`), activations unquantized, the LM head untied.
@@ -144,11 +145,14 @@ pub fn group_scales(w: &Tensor, group: usize) -> Tensor {
     to_fp16(&scale)
 }
 
-/// The codes of `w` for scales `[out, in / group]`: clamp(round(w · (1/scale)), −8, 7).
-pub fn codes(w: &Tensor, scales: &Tensor) -> Tensor {
+/// The codes of `w` for scales `[out, in / group]`: clamp(round(w · (1/scale)), −8, 7). With
+/// `fp16_reciprocal`, 1/scale is taken in fp16, as torchao does with fp16 scales (the cpu
+/// scheme); otherwise in fp32, as libtorch's fake-quantize kernels do (the accel scheme).
+pub fn codes(w: &Tensor, scales: &Tensor, fp16_reciprocal: bool) -> Tensor {
     let (out, inp) = w.size2().expect("[out, in]");
     let groups = scales.size()[1];
-    let inv = scales.reciprocal().unsqueeze(-1);
+    let inv = if fp16_reciprocal { scales.to_kind(Kind::Half).reciprocal().to_kind(Kind::Float) } else { scales.reciprocal() };
+    let inv = inv.unsqueeze(-1);
     (w.detach().view([out, groups, inp / groups]) * inv).round().clamp(QMIN, QMAX).view([out, inp]).to_kind(Kind::Int8)
 }
 
@@ -160,7 +164,7 @@ pub fn quantize(config: &QuantConfig, w: &Tensor, log_scale: Option<&Tensor>) ->
         (Scheme::Accel, Some(ls)) => (accel_scale(&ls.detach()).unsqueeze(-1), inp as usize),
         (Scheme::Accel, None) => (group_scales(w, inp as usize), inp as usize),
     };
-    Int4 { codes: codes(w, &scales), scales, group }
+    Int4 { codes: codes(w, &scales, config.scheme == Scheme::Cpu), scales, group }
 }
 
 /// Per-channel fp16 scales from a log-scale parameter (fp16 rounding passed straight through).

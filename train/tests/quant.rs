@@ -53,7 +53,8 @@ fn reference_group(w: &[f32], inp: usize) -> (Vec<i8>, Vec<f32>) {
     for group in w.chunks(32) {
         let absmax = group.iter().fold(0f32, |m, x| m.max(x.abs()));
         let scale = f16((absmax / 7.5).max(f32::EPSILON));
-        let inv = 1.0 / scale;
+        // torchao takes the reciprocal of its fp16 scale in fp16.
+        let inv = f16(1.0 / scale);
         scales.push(scale);
         codes.extend(group.iter().map(|x| (x * inv).round_ties_even().clamp(-8.0, 7.0) as i8));
     }
