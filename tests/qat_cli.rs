@@ -205,7 +205,10 @@ fn the_cpu_scheme_equals_torchaos_quantizer_exactly() {
         let ours = quant::quantize(&cpu, get("w"), None);
         assert!(ours.codes.equal(get("codes")), "case {case}: codes");
         assert!(ours.scales.equal(get("scales")), "case {case}: scales");
-        assert!(quant::fake_weight(&cpu, get("w"), None).equal(get("weight_fq")), "case {case}: fake-quantized weights");
+        assert!(
+            quant::fake_weight(&cpu, get("w"), None).equal(get("weight_fq")),
+            "case {case}: fake-quantized weights"
+        );
         assert!(quant::fake_activations(get("x")).equal(get("act_fq")), "case {case}: fake-quantized activations");
     }
     let _ = std::fs::remove_dir_all(&dir);

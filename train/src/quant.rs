@@ -151,7 +151,11 @@ pub fn group_scales(w: &Tensor, group: usize) -> Tensor {
 pub fn codes(w: &Tensor, scales: &Tensor, fp16_reciprocal: bool) -> Tensor {
     let (out, inp) = w.size2().expect("[out, in]");
     let groups = scales.size()[1];
-    let inv = if fp16_reciprocal { scales.to_kind(Kind::Half).reciprocal().to_kind(Kind::Float) } else { scales.reciprocal() };
+    let inv = if fp16_reciprocal {
+        scales.to_kind(Kind::Half).reciprocal().to_kind(Kind::Float)
+    } else {
+        scales.reciprocal()
+    };
     let inv = inv.unsqueeze(-1);
     (w.detach().view([out, groups, inp / groups]) * inv).round().clamp(QMIN, QMAX).view([out, inp]).to_kind(Kind::Int8)
 }
