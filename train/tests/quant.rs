@@ -188,8 +188,16 @@ fn accel_fake_quantization_equals_its_dequantized_weights_and_learns_like_lsq() 
 }
 
 fn model(quant: Option<QuantConfig>, seed: u64) -> Llama {
-    let fp = Llama::new(config(None), Device::Cpu, seed, false).unwrap();
-    let c = config(quant);
+    model_of(config(None), quant, seed)
+}
+
+/// A full-precision model of `base`'s shape from `seed`, quantized under `quant`.
+fn model_of(base: ModelConfig, quant: Option<QuantConfig>, seed: u64) -> Llama {
+    let fp = Llama::new(base.clone(), Device::Cpu, seed, false).unwrap();
+    let c = match quant {
+        Some(q) => q.apply(&base),
+        None => base,
+    };
     let m = Llama::new(c.clone(), Device::Cpu, 0, false).unwrap();
     let tensors: BTreeMap<String, Tensor> =
         fp.params.named().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
@@ -204,14 +212,24 @@ fn ids(seed: i64) -> Tensor {
 
 #[test]
 fn an_accel_model_computes_exactly_with_its_dequantized_weights() {
-    for seed in 0..3 {
-        let q = model(Some(QuantConfig::new(Scheme::Accel)), seed);
-        let mut plain = q.config.clone();
-        plain.quant = None;
-        let deq = Llama::new(plain, Device::Cpu, 0, false).unwrap();
-        deq.params.load(&q.effective_weights().into_iter().collect(), "dequantized").unwrap();
-        let tokens = ids(seed as i64);
-        assert!(q.forward(&Inputs::tokens(tokens.shallow_clone())).equal(&deq.forward(&Inputs::tokens(tokens))));
+    // (d_model, heads, kv heads, head_dim, ffn), with and without quantized embeddings.
+    let shapes = [(64, 4, 2, 16, 96), (96, 3, 1, 32, 160), (128, 8, 4, 16, 256)];
+    for (d, h, kv, hd, ffn) in shapes {
+        for embeddings in [true, false] {
+            for seed in 0..3 {
+                let base =
+                    ModelConfig { d_model: d, n_heads: h, n_kv_heads: kv, head_dim: hd, ffn_dim: ffn, ..config(None) };
+                let quant = QuantConfig { embeddings, ..QuantConfig::new(Scheme::Accel) };
+                let q = model_of(base, Some(quant), seed);
+                let mut plain = q.config.clone();
+                plain.quant = None;
+                let deq = Llama::new(plain, Device::Cpu, 0, false).unwrap();
+                deq.params.load(&q.effective_weights().into_iter().collect(), "dequantized").unwrap();
+                let tokens = ids(seed as i64);
+                let (a, b) = (q.forward(&Inputs::tokens(tokens.shallow_clone())), deq.forward(&Inputs::tokens(tokens)));
+                assert!(a.equal(&b), "shape {d}/{h}/{kv}/{hd}/{ffn}, embeddings {embeddings}, seed {seed}");
+            }
+        }
     }
 }
 
