@@ -75,20 +75,23 @@ pub fn section(run: &Run) -> Result<Option<Section>> {
         rows,
         data: Some(DataFile { name: "quantization.csv".into(), contents: csv.finish() }),
     }));
-    let series: Vec<(String, Vec<f64>)> = models
+    // What quantization costs per domain: the loss above full precision's.
+    let fp_loss = &file.models["fp"].val_loss;
+    let quantized: Vec<&(&str, &str, &QuantScores)> = models.iter().filter(|(k, _, _)| *k != "fp").collect();
+    let series: Vec<(String, Vec<f64>)> = quantized
         .iter()
-        .map(|(_, label, m)| (label.to_string(), domains.iter().map(|d| m.val_loss[d]).collect()))
+        .map(|(_, label, m)| (label.to_string(), domains.iter().map(|d| m.val_loss[d] - fp_loss[d]).collect()))
         .collect();
-    let mut csv = Csv::new(&["model", "domain", "val_loss"]);
-    for (key, _, m) in &models {
+    let mut csv = Csv::new(&["model", "domain", "val_loss", "delta_vs_fp"]);
+    for (key, _, m) in &quantized {
         for d in &domains {
-            csv.row(&[Cell::S(key), Cell::S(d), Cell::F(m.val_loss[d])]);
+            csv.row(&[Cell::S(key), Cell::S(d), Cell::F(m.val_loss[d]), Cell::F(m.val_loss[d] - fp_loss[d])]);
         }
     }
-    let svg = plot::bars("Validation loss by domain", "loss (nats/token)", &domains, &series)?;
+    let svg = plot::bars("Loss increase over full precision", "Δ loss (nats/token)", &domains, &series)?;
     s.blocks.push(figure(
         "quantization-loss",
-        "Validation loss per domain at full precision, after PTQ and after QAT.",
+        "Validation loss above full precision's, per domain, after PTQ and after QAT (lower is better; 0 is no cost).",
         svg,
         csv.finish(),
     ));
