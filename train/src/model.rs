@@ -207,26 +207,13 @@ impl Llama {
             }),
             Weight::Int4(p) => p.dequantize(),
         };
-        let mut out = vec![("model.embed_tokens.weight".to_string(), effective(&self.embed))];
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
-            for (name, w) in [
-                ("self_attn.q_proj", &l.q),
-                ("self_attn.k_proj", &l.k),
-                ("self_attn.v_proj", &l.v),
-                ("self_attn.o_proj", &l.o),
-            ] {
-                out.push((format!("{p}.{name}.weight"), effective(w)));
+        let matrices = self.weights();
+        let mut out: Vec<(String, Tensor)> = matrices.iter().map(|(n, w)| (n.clone(), effective(w))).collect();
+        // The rest (norms) as they are; log-scales are part of their matrix already.
+        for (name, t) in self.params.named() {
+            if !matrices.iter().any(|(n, _)| n == name) && !name.ends_with("_fake_quantizer.log_scale") {
+                out.push((name.clone(), t.detach()));
             }
-            out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.detach()));
-            for (name, w) in [("mlp.gate_proj", &l.gate), ("mlp.up_proj", &l.up), ("mlp.down_proj", &l.down)] {
-                out.push((format!("{p}.{name}.weight"), effective(w)));
-            }
-        }
-        out.push(("model.norm.weight".to_string(), self.norm.detach()));
-        if !self.config.tie_embeddings {
-            out.push(("lm_head.weight".to_string(), effective(&self.lm_head)));
         }
         out
     }
