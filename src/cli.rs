@@ -41,6 +41,11 @@ pub enum Command {
     ///
     /// Example: mixforge train --model tiny --shards runs/demo/shards --tokens 200000 --out runs/train
     Train(Box<TrainArgs>),
+    /// Instruction-tune a checkpoint: conversations through the chat template, loss on the
+    /// assistant's tokens only, examples packed without seeing each other; resumable.
+    ///
+    /// Example: mixforge sft --init runs/base --data dolly=dolly.jsonl --data math=gsm8k.jsonl --steps 300 --out runs/sft
+    Sft(Box<SftArgs>),
     /// Evaluate a checkpoint: per-domain validation loss and task files (JSONL).
     Eval(EvalArgs),
     /// Continue a prompt with a checkpoint.
@@ -380,8 +385,15 @@ pub struct EvalArgs {
 pub struct GenerateArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The prompt.
+    /// The prompt (with --chat: the user's message).
     pub prompt: String,
+    /// Send the prompt as a user turn through the chat template and print the assistant's
+    /// reply (stops at <|im_end|>): for instruction-tuned checkpoints (`mixforge sft`).
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system turn before the user's.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
@@ -476,6 +488,12 @@ pub enum MixCommand {
     ///
     /// Example: mixforge mix propose --runs runs/swarm/runs.csv --shards runs/demo/shards --target-tokens 1000000 --out proposal.toml
     Propose(MixProposeArgs),
+    /// Leave-one-out instruction mixing: D + 1 short fine-tunes from one checkpoint (all domains;
+    /// each domain left out), the Δ matrix (what removing a domain costs per metric), and new
+    /// weights by a stated rule, written as a mixture TOML that `sft --mix` reads. Resumable.
+    ///
+    /// Example: mixforge mix loo --init runs/base --data qa=ni-qa/ --data code=mbpp.jsonl --steps 100 --out runs/loo
+    Loo(Box<MixLooArgs>),
     /// Write a proposal out as shards: each domain's share of --tokens, shuffled, within its caps.
     ///
     /// Example: mixforge mix materialize --proposal proposal.toml --shards runs/demo/shards --tokens 1000000 --out runs/mixed
@@ -1062,6 +1080,129 @@ pub struct AnnealArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Directory: one training run per specialist, anneal.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Where instruction data comes from (`sft`, `mix loo`).
+#[derive(Debug, Clone, Args)]
+pub struct InstructArgs {
+    /// The checkpoint to fine-tune (a mixforge run or step directory, or a Hugging Face
+    /// directory); its tokenizer needs <|im_start|> and <|im_end|>.
+    #[arg(long, value_name = "CKPT")]
+    pub init: PathBuf,
+    /// An instruction domain: DOMAIN=PATH (a JSONL file with `messages` or prompt/response
+    /// fields, a Super-NaturalInstructions task file, a directory of them, or a glob);
+    /// repeatable.
+    #[arg(long, value_name = "DOMAIN=PATH")]
+    pub data: Vec<String>,
+    /// A TOML file of `[[source]]` tables (domain, paths, and optional prompt/response
+    /// templates and system turn), for records the usual field names don't cover.
+    #[arg(long)]
+    pub sources: Option<PathBuf>,
+    /// Fraction of each domain's examples held out for validation and exact match.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+}
+
+/// How an instruction fine-tune trains (`sft`, `mix loo`).
+#[derive(Debug, Clone, Args)]
+pub struct SftTrainingArgs {
+    /// Optimizer steps.
+    #[arg(long, conflicts_with = "tokens")]
+    pub steps: Option<u64>,
+    /// Training tokens (window positions, padding included; rounded up to whole steps).
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Window length; longer examples are cut (and counted).
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: u64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 0.1)]
+    pub min_lr_ratio: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// Held-out examples per domain scored at each validation.
+    #[arg(long, default_value_t = 64)]
+    pub eval_examples: usize,
+    /// Seed of the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `sft` flags.
+#[derive(Debug, Args)]
+pub struct SftArgs {
+    #[command(flatten)]
+    pub data: InstructArgs,
+    #[command(flatten)]
+    pub training: SftTrainingArgs,
+    /// Domain weights: a TOML file with a `[weights]` table (e.g. `mix loo`'s loo.toml), or
+    /// `natural` (token proportions, the default) or `uniform`.
+    #[arg(long)]
+    pub mix: Option<PathBuf>,
+    /// Run directory: metrics.jsonl, checkpoints/, summary.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint (the same data and settings).
+    #[arg(long)]
+    pub resume: bool,
+    /// Validate every N steps (0 = at the end only).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    /// Checkpoint every N steps (0 = at the end only).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Task file scored after training (repeatable; lm-eval style, without the chat template).
+    #[arg(long)]
+    pub eval: Vec<PathBuf>,
+    /// Items per task.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
+    /// auto (CUDA when present), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// `mix loo` flags.
+#[derive(Debug, Args)]
+pub struct MixLooArgs {
+    #[command(flatten)]
+    pub data: InstructArgs,
+    #[command(flatten)]
+    pub training: SftTrainingArgs,
+    /// The weights the runs start from and the rule moves: a mixture TOML, `natural` (the
+    /// default) or `uniform`.
+    #[arg(long)]
+    pub mix: Option<PathBuf>,
+    /// Task file scored after each run (repeatable); adds `<task>_acc` metrics.
+    #[arg(long)]
+    pub eval: Vec<PathBuf>,
+    /// Items per task.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
+    /// The rule's step size η in w′ ∝ w · exp(η · score).
+    #[arg(long, default_value_t = 0.5)]
+    pub eta: f64,
+    /// No domain's new weight exceeds this.
+    #[arg(long, default_value_t = 0.6)]
+    pub max_weight: f64,
+    /// Runs trained at once, each on one thread (0 = one per core, or per --threads).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Directory: plan, runs table, runs/<index>/, deltas.csv, loo.toml, loo.json; reused to resume.
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Train(args) => {
             commands::train::train(&args, matches.subcommand_matches("train").expect("parsed as train"))
         }
+        cli::Command::Sft(args) => commands::sft::sft(&args, &mut std::io::stdout().lock()).map(|_| ()),
         cli::Command::Eval(args) => commands::train::eval(&args),
         cli::Command::Generate(args) => commands::train::generate(&args),
         cli::Command::Export(args) => commands::train::export(&args),

@@ -43,3 +43,11 @@ impl Progress for Bars {
         }
     }
 }
+
+/// A bar of `total` items named `unit` on stderr, e.g. `fine-tunes [====   ] 3/6 runs`.
+pub fn bar(total: u64, prefix: &str, unit: &str) -> ProgressBar {
+    let template = format!("{{prefix:>18}} [{{bar:30}}] {{pos}}/{{len}} {unit} eta {{eta}} {{msg}}");
+    ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        .with_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "))
+        .with_prefix(prefix.to_string())
+}

@@ -25,6 +25,7 @@
 
 pub mod accounting;
 pub mod atomic;
+pub mod chat;
 pub mod config;
 pub mod decontam;
 pub mod dedup;
@@ -33,6 +34,7 @@ pub mod filters;
 pub mod hashing;
 pub mod ids;
 pub mod ingest;
+pub mod instruct;
 pub mod kept;
 pub mod pipeline;
 pub mod profile;

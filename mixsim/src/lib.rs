@@ -20,6 +20,7 @@
 pub mod budget;
 pub mod design;
 mod error;
+pub mod loo;
 pub mod materialize;
 pub mod metrics;
 pub mod model;

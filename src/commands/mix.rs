@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use mixsim::model::{CvFile, CvMetric};
 use mixsim::{
     Budget, DesignConfig, FittedModel, MaterializeConfig, Proposal, ProposeConfig, ProxyJob, ProxyTrainer, RunsTable,
@@ -63,6 +63,9 @@ pub fn run(command: MixCommand, threads: usize) -> Result<()> {
         }
         MixCommand::Swarm(args) => swarm(&args, threads, &mut stdout)?,
         MixCommand::Propose(args) => propose(&args, &mut stdout)?,
+        MixCommand::Loo(args) => {
+            crate::commands::sft::loo(&args, threads, &mut stdout)?;
+        }
         MixCommand::Materialize(args) => {
             let proposal = Proposal::load(&args.proposal)?;
             let config = MaterializeConfig {
@@ -251,13 +254,7 @@ pub fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Resul
         plan.job(0).data_fraction,
         budget.target_tokens
     )?;
-    let bar = ProgressBar::with_draw_target(Some(plan.runs.len() as u64), ProgressDrawTarget::stderr())
-        .with_style(
-            ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} runs eta {eta} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        )
-        .with_prefix("proxies");
+    let bar = crate::progress::bar(plan.runs.len() as u64, "proxies", "runs");
     bar.set_position(done as u64);
     let trainer = TchProxy { spec, params: model.param_count() };
     let table = mixsim::run_swarm(&dir, &plan, &trainer, jobs, &SwarmBar(bar.clone()))?;

@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod merge_search;
 pub mod mix;
 pub mod niah;
+pub mod sft;
 pub mod shards;
 pub mod tokenizer;
 pub mod train;

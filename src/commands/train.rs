@@ -405,11 +405,12 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
             TeacherPackingArg::Same => TeacherPacking::Same,
             TeacherPackingArg::PerDoc => TeacherPacking::PerDoc,
         },
+        sft: None,
     })
 }
 
 /// The model config and tokenizer bytes of a checkpoint (mixforge or Hugging Face).
-fn parent_model(path: &Path) -> Result<(ModelConfig, Vec<u8>)> {
+pub(crate) fn parent_model(path: &Path) -> Result<(ModelConfig, Vec<u8>)> {
     if path.join("config.json").exists() && !path.join("state.json").exists() {
         let tokenizer = path.join("tokenizer.json");
         return Ok((
@@ -695,6 +696,14 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let loaded = hf::load_any(&args.checkpoint, device, false)?;
     let tokenizer = corpus::tokenize::load(&loaded.tokenizer)?;
     let sampling = Sampling { temperature: args.temperature, top_k: args.top_k, seed: args.seed };
+    if args.chat {
+        let mut messages = Vec::new();
+        messages.extend(args.system.as_deref().map(|s| corpus::instruct::Message::new("system", s)));
+        messages.push(corpus::instruct::Message::new("user", args.prompt.as_str()));
+        let reply = generate::chat(&loaded.model, &tokenizer, &messages, args.max_new_tokens, sampling)?;
+        writeln!(std::io::stdout().lock(), "{reply}")?;
+        return Ok(());
+    }
     let text = generate::generate(&loaded.model, &tokenizer, &args.prompt, args.max_new_tokens, sampling)?;
     writeln!(std::io::stdout().lock(), "{}{}", args.prompt, text)?;
     Ok(())

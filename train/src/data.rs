@@ -385,7 +385,7 @@ impl Loader {
 }
 
 /// Position ids that restart at each document boundary.
-fn positions_from_docs(docs: &[i64], b: i64, t: i64) -> Tensor {
+pub(crate) fn positions_from_docs(docs: &[i64], b: i64, t: i64) -> Tensor {
     let mut pos = Vec::with_capacity(docs.len());
     for row in docs.chunks(t as usize) {
         let mut p = 0i64;
@@ -402,10 +402,15 @@ fn positions_from_docs(docs: &[i64], b: i64, t: i64) -> Tensor {
 
 /// The document order of one epoch: a shuffle that depends only on seed, domain and epoch.
 fn epoch_order(domain: &Domain, seed: u64, epoch: u64) -> Vec<usize> {
+    shuffled(domain.segments.train.len(), domain.name(), seed, epoch)
+}
+
+/// `0..n` shuffled by seed, domain name and epoch (the instruction loader's order too).
+pub(crate) fn shuffled(n: usize, name: &str, seed: u64, epoch: u64) -> Vec<usize> {
     let name_hash =
-        domain.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let mut rng = Rng::new(seed ^ name_hash ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..domain.segments.train.len()).collect();
+    let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
     order
 }

@@ -52,6 +52,30 @@ pub fn generate(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize, sa
     decode(tok, &ids[start..])
 }
 
+/// The assistant's reply to `messages`: the chat template with an open assistant turn,
+/// continued until `<|im_end|>` (or the end-of-document token).
+pub fn chat(
+    model: &Llama,
+    tok: &Tokenizer,
+    messages: &[corpus::instruct::Message],
+    max_new: usize,
+    sampling: Sampling,
+) -> Result<String> {
+    corpus::chat::check_tokenizer(tok)?;
+    let stops = [crate::data::eos_id(tok)?, tok.token_to_id(corpus::chat::IM_END).expect("checked")].map(i64::from);
+    let mut ids: Vec<i64> = corpus::chat::encode_prompt(tok, messages)?.into_iter().map(i64::from).collect();
+    let start = ids.len();
+    tch::manual_seed(sampling.seed as i64);
+    for _ in 0..max_new {
+        let next = next_token(model, &ids, sampling);
+        if stops.contains(&next) {
+            break;
+        }
+        ids.push(next);
+    }
+    decode(tok, &ids[start..])
+}
+
 /// Greedy continuation, cut at the first of `stops` (as generation-style tasks score it).
 pub fn greedy_until(model: &Llama, tok: &Tokenizer, prompt: &str, max_new: usize, stops: &[&str]) -> Result<String> {
     let eos = i64::from(crate::data::eos_id(tok)?);

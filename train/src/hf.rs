@@ -102,15 +102,17 @@ pub fn export(model: &Llama, tokenizer_path: &Path, out: &Path) -> Result<()> {
         corpus::atomic::write_file(&out.join(name), &bytes)
     };
     write_json("config.json", &hf_config(&model.config, bos, eos))?;
-    write_json(
-        "tokenizer_config.json",
-        &json!({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": token(bos),
-            "eos_token": token(eos),
-            "model_max_length": model.config.max_seq_len,
-        }),
-    )?;
+    let mut tokenizer_config = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token(bos),
+        "eos_token": token(eos),
+        "model_max_length": model.config.max_seq_len,
+    });
+    // The chat template training used, so `apply_chat_template` gives the same ids.
+    if corpus::chat::check_tokenizer(&tokenizer).is_ok() {
+        tokenizer_config["chat_template"] = json!(corpus::chat::JINJA);
+    }
+    write_json("tokenizer_config.json", &tokenizer_config)?;
     write_json("generation_config.json", &json!({"bos_token_id": bos, "eos_token_id": eos}))?;
     corpus::atomic::write_via(&out.join("model.safetensors"), |tmp| match model.config.quant {
         None => checkpoint::save_weights(model, tmp),

@@ -22,6 +22,7 @@ pub mod params;
 pub mod proxy;
 pub mod quant;
 pub mod rng;
+pub mod sft;
 pub mod teacher_cache;
 pub mod trainer;
 

@@ -126,7 +126,8 @@ pub fn window_loss(
 ) -> f64 {
     let hidden = student.hidden(inputs).reshape([-1, student.config.d_model as i64]);
     let targets = targets.reshape([-1]);
-    let n = targets.numel() as f64;
+    // Targets of -100 are not learned (instruction tuning's prompts and padding).
+    let n = targets.ne(-100).sum(Kind::Int64).int64_value(&[]).max(1) as f64;
     let online = match &teacher {
         Some(Teacher::Online(t, t_inputs)) => {
             let h = tch::no_grad(|| t.hidden(t_inputs));

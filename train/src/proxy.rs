@@ -99,6 +99,7 @@ pub fn run(spec: &ProxySpec) -> Result<ProxyResult> {
         init: None,
         teacher_packing: Default::default(),
         teacher_cache: None,
+        sft: None,
     };
     let mut trainer = Trainer::new(config, None, Device::Cpu)?;
     let outcome = trainer.train(false)?;

@@ -14,11 +14,12 @@ use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, InputRef, Lineage, State};
 use crate::config::ModelConfig;
-use crate::data::{Batch, Loader, LoaderConfig, Mixture};
+use crate::data::{Batch, Loader, LoaderConfig, LoaderState, Mixture};
 use crate::hf;
 use crate::loss::{self, KdConfig};
 use crate::model::{Inputs, Llama};
 use crate::optim::{AdamW, AdamWConfig};
+use crate::sft::{Dataset, Masked, SftData, SftLoader};
 use crate::teacher_cache::{CachedBatch, TeacherCache};
 use crate::{Error, Result};
 
@@ -65,6 +66,45 @@ pub struct TrainConfig {
     /// A teacher's cached top-k (`teacher cache`) to distil from instead of a live teacher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_cache: Option<PathBuf>,
+    /// Instruction tuning: conversations instead of shards, loss on assistant tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sft: Option<SftData>,
+}
+
+/// Where a run's batches come from.
+pub enum Source {
+    Shards(Loader),
+    Sft(SftLoader),
+}
+
+impl Source {
+    fn next_batch(&mut self, device: Device) -> Result<Batch> {
+        match self {
+            Source::Shards(l) => l.next_batch(device),
+            Source::Sft(l) => l.next_batch(device),
+        }
+    }
+
+    pub fn state(&self) -> &LoaderState {
+        match self {
+            Source::Shards(l) => l.state(),
+            Source::Sft(l) => l.state(),
+        }
+    }
+
+    fn restore(&mut self, state: LoaderState) -> Result<()> {
+        match self {
+            Source::Shards(l) => l.restore(state),
+            Source::Sft(l) => l.restore(state),
+        }
+    }
+}
+
+/// Held-out data scored at each validation: plain windows, or instruction rows with their loss
+/// mask.
+enum Validation {
+    Plain(BTreeMap<String, Tensor>),
+    Masked(BTreeMap<String, Masked>),
 }
 
 /// The teacher's view of a packed training window.
@@ -117,14 +157,14 @@ pub struct Trainer {
     pub config: TrainConfig,
     pub model: Llama,
     pub optim: AdamW,
-    pub loader: Loader,
+    pub loader: Source,
     teacher: Option<Llama>,
     cache: Option<TeacherCache>,
     tokenizer: PathBuf,
     run: Option<PathBuf>,
     pub step: u64,
     tokens_seen: u64,
-    validation: BTreeMap<String, Tensor>,
+    validation: Validation,
 }
 
 impl Trainer {
@@ -174,18 +214,36 @@ impl Trainer {
             config.shards_ref = InputRef::of(&config.shards, run);
             config.teacher_ref = config.teacher.as_deref().map(|t| InputRef::of(t, run)).unwrap_or_default();
         }
-        let shards = Shards::open(&config.shards)?;
-        if shards.manifest().vocab_size as usize > config.model.vocab_size {
-            return Err(Error::Config(format!(
-                "the shards' tokenizer has {} tokens but the model's vocab_size is {}",
-                shards.manifest().vocab_size,
-                config.model.vocab_size
-            )));
-        }
         if config.steps == 0 || config.grad_accum == 0 {
             return Err(Error::Config("steps and grad_accum must be positive".into()));
         }
-        let loader = Loader::new(&shards, &config.mixture, config.loader.clone())?;
+        let (loader, tokenizer) = match &mut config.sft {
+            None => {
+                let shards = Shards::open(&config.shards)?;
+                check_vocab(shards.manifest().vocab_size as usize, &config.model)?;
+                (Source::Shards(Loader::new(&shards, &config.mixture, config.loader.clone())?), shards.tokenizer_path())
+            }
+            Some(sft) => {
+                if config.teacher.is_some() || config.teacher_cache.is_some() {
+                    return Err(Error::Config(
+                        "instruction tuning learns from the responses; it takes no teacher".into(),
+                    ));
+                }
+                let data = Dataset::load(&sft.sources, &sft.tokenizer, sft.val_fraction, config.loader.seq_len + 1)?;
+                if sft.fingerprint.is_empty() {
+                    sft.fingerprint = data.fingerprint.clone();
+                } else if sft.fingerprint != data.fingerprint {
+                    return Err(Error::Data(
+                        "the instruction data (or its sources) changed since this run started; start a new run with \
+                         --out instead of resuming"
+                            .into(),
+                    ));
+                }
+                let vocab = corpus::tokenize::load(&sft.tokenizer)?.get_vocab_size(true);
+                check_vocab(vocab, &config.model)?;
+                (Source::Sft(SftLoader::new(data, &config.mixture, config.loader.clone())?), sft.tokenizer.clone())
+            }
+        };
         let model = Llama::new(config.model.clone(), device, config.seed, true)?;
         let optim = AdamW::new(config.optim, &model.params);
         let teacher = match &config.teacher {
@@ -209,7 +267,10 @@ impl Trainer {
         if cache.is_some() && teacher.is_some() {
             return Err(Error::Config("give a teacher or a teacher cache, not both".into()));
         }
-        let validation = validation_tensors(&loader, config.eval_sequences, device);
+        let validation = match &loader {
+            Source::Shards(l) => Validation::Plain(validation_tensors(l, config.eval_sequences, device)),
+            Source::Sft(l) => Validation::Masked(l.validation(config.eval_sequences, device)),
+        };
         if let Some(run) = run {
             std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
             let metrics = run.join("metrics.jsonl");
@@ -222,7 +283,7 @@ impl Trainer {
             loader,
             teacher,
             cache,
-            tokenizer: shards.tokenizer_path(),
+            tokenizer,
             run: run.map(Path::to_path_buf),
             step: 0,
             tokens_seen: 0,
@@ -247,8 +308,14 @@ impl Trainer {
         let mut state = checkpoint::read_state(&dir)?;
         adjust(&mut state.config, state.step)?;
         let c = &mut state.config;
-        c.shards = checkpoint::locate(run, &c.shards, &c.shards_ref, "shards")?;
-        c.shards_ref.relative = checkpoint::relative_to(&c.shards, run);
+        match &mut c.sft {
+            // The examples are encoded with the tokenizer the run's checkpoints carry.
+            Some(sft) => sft.tokenizer = dir.join("tokenizer.json"),
+            None => {
+                c.shards = checkpoint::locate(run, &c.shards, &c.shards_ref, "shards")?;
+                c.shards_ref.relative = checkpoint::relative_to(&c.shards, run);
+            }
+        }
         if let Some(teacher) = &c.teacher {
             let found = checkpoint::locate(run, teacher, &c.teacher_ref, "teacher")?;
             c.teacher_ref.relative = checkpoint::relative_to(&found, run);
@@ -361,7 +428,19 @@ impl Trainer {
 
     /// Mean validation cross-entropy per domain.
     pub fn validate(&self) -> BTreeMap<String, f64> {
-        validation_loss(&self.model, &self.validation, self.config.loader.batch_size)
+        match &self.validation {
+            Validation::Plain(v) => validation_loss(&self.model, v, self.config.loader.batch_size),
+            Validation::Masked(v) => crate::sft::validation_loss(&self.model, v, self.config.loader.batch_size),
+        }
+    }
+
+    /// Instruction runs: greedy exact match per domain over the held-out examples with short
+    /// answers, and how many there were (empty for pre-training runs).
+    pub fn exact_match(&self) -> BTreeMap<String, (f64, usize)> {
+        match &self.validation {
+            Validation::Masked(v) => crate::sft::exact_match(&self.model, v, self.config.loader.batch_size),
+            Validation::Plain(_) => BTreeMap::new(),
+        }
     }
 
     /// Writes a checkpoint now.
@@ -386,6 +465,16 @@ impl Trainer {
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Some((path, file)))
     }
+}
+
+fn check_vocab(tokenizer_vocab: usize, model: &ModelConfig) -> Result<()> {
+    if tokenizer_vocab > model.vocab_size {
+        return Err(Error::Config(format!(
+            "the tokenizer has {tokenizer_vocab} tokens but the model's vocab_size is {}",
+            model.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// A fresh run must not write into another run's directory: its metrics and checkpoints would
