@@ -11,5 +11,6 @@ mod merge_cli;
 mod mix_cli;
 mod qat_cli;
 mod run_cli;
+mod sft_cli;
 mod shards_cli;
 mod train_cli;

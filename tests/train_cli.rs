@@ -124,7 +124,7 @@ fn killed_training_resumes_to_bit_identical_weights() {
     assert_eq!(losses(&whole), losses(&killed));
 }
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("MIXFORGE_PYTHON").unwrap_or_else(|_| {
         let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
         format!("{home}/.cache/mixforge-venv/bin/python")

@@ -93,7 +93,8 @@ impl Deltas {
                 .enumerate()
                 .map(|(m, name)| {
                     let change = without.metrics[m] - all.metrics[m];
-                    if higher_is_better(name) { -change } else { change }
+                    // `+ 0.0` writes an unchanged metric as 0, not -0.
+                    (if higher_is_better(name) { -change } else { change }) + 0.0
                 })
                 .collect();
             delta.push(signed);

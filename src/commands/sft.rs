@@ -425,7 +425,7 @@ fn reweigh(table: &RunsTable, base: &[f64], rule: LooRule) -> Result<LooResult> 
     Ok(LooResult {
         rule,
         rule_text: "w' ∝ w · exp(eta · score), score = mean over metrics of Δ / RMS over domains of Δ; clipped at \
-                    max_weight. Ours: the paper does not publish its rule."
+                    max_weight"
             .into(),
         scores: loo::by_domain(&deltas.domains, &scores),
         base: loo::by_domain(&deltas.domains, &base),
