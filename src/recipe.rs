@@ -58,6 +58,10 @@ pub struct Recipe {
     /// (absent: no such phase).
     #[serde(default)]
     pub qat: Option<QatSection>,
+    /// `mixforge run`: instruction tuning of the final model, its domain weights optionally from
+    /// leave-one-out fine-tunes (absent: no such phase).
+    #[serde(default)]
+    pub sft: Option<SftSection>,
     /// `mixforge run`: the report.
     #[serde(default)]
     pub report: ReportSection,
@@ -293,6 +297,56 @@ impl Default for QatSection {
     }
 }
 
+/// `[sft]`: instruction tuning of the final full-precision model through the chat template.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftSection {
+    /// The instruction sources: `domain`, `paths` (relative to the recipe), and optional
+    /// `prompt`/`response` templates and `system` turn.
+    pub data: Vec<corpus::instruct::InstructSource>,
+    /// natural, uniform, or loo (weights from the leave-one-out stage).
+    pub mix: String,
+    pub steps: u64,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    /// Fraction of each domain held out for validation and exact match.
+    pub val_fraction: f64,
+    /// Held-out examples per domain scored.
+    pub eval_examples: usize,
+    /// mix = "loo": steps of each of the D + 1 ablation fine-tunes.
+    pub loo_steps: u64,
+    /// mix = "loo": the weights the ablations start from and the rule moves (natural or uniform).
+    pub loo_base: String,
+    /// mix = "loo": the rule's step size η.
+    pub eta: f64,
+    /// mix = "loo": no domain's weight above this.
+    pub max_weight: f64,
+    pub seed: u64,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        SftSection {
+            data: Vec::new(),
+            mix: "loo".into(),
+            steps: 200,
+            seq_len: 256,
+            batch_size: 8,
+            lr: 1e-3,
+            warmup: 10,
+            val_fraction: 0.1,
+            eval_examples: 64,
+            loo_steps: 60,
+            loo_base: "natural".into(),
+            eta: 0.5,
+            max_weight: 0.6,
+            seed: 0,
+        }
+    }
+}
+
 /// `[specialists]`: one specialist per domain annealed from the trained model on the proposal
 /// tilted toward its domain, learning rate to 0.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -476,6 +530,12 @@ impl Recipe {
         }
         if self.swarm.prior.ends_with(".toml") && Path::new(&self.swarm.prior).is_relative() {
             self.swarm.prior = base.join(&self.swarm.prior).to_string_lossy().into_owned();
+        }
+        let instruct = self.sft.iter_mut().flat_map(|s| s.data.iter_mut());
+        for p in instruct.flat_map(|d| d.paths.iter_mut()) {
+            if Path::new(p.as_str()).is_relative() {
+                *p = base.join(&*p).to_string_lossy().into_owned();
+            }
         }
         for source in &mut self.sources {
             for p in &mut source.paths {

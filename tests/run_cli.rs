@@ -512,3 +512,42 @@ fn quantization_aware_training_and_exports_plug_in_after_evaluation_with_their_r
     let stderr = ok(&run(&recipe(&dir, extra), &out, &[]));
     assert!(skipped_and_ran(&stderr).1.is_empty(), "{stderr}");
 }
+
+#[test]
+fn instruction_tuning_plugs_in_after_the_phases_with_leave_one_out_weights_and_its_report_section() {
+    let dir = scratch("run-sft");
+    let out = dir.join("run");
+    copy_dir(base(), &out);
+    let demo = |p: &str| manifest_dir().join("data/demo/instruct").join(p).display().to_string();
+    let extra = format!(
+        "[sft]\nsteps = 4\nloo_steps = 2\nseq_len = 128\nbatch_size = 4\neval_examples = 8\n\n[[sft.data]]\ndomain = \
+         \"short\"\npaths = [\"{}\"]\n\n[[sft.data]]\ndomain = \"dolly\"\npaths = [\"{}\"]\n",
+        demo("ni-short"),
+        demo("dolly")
+    );
+    let stderr = ok(&run(&recipe(&dir, &extra), &out, &[]));
+    let (skipped, ran) = skipped_and_ran(&stderr);
+    assert_eq!(skipped, ["corpus", "shards", "swarm", "propose", "train", "eval"], "{stderr}");
+    assert_eq!(ran, ["loo", "sft", "report"], "{stderr}");
+    // The fine-tune trained on the weights the leave-one-out stage wrote, from the final model.
+    let scores = json(&out.join("sft/scores.json"));
+    let loo = json(&out.join("loo/loo.json"));
+    assert_eq!(scores["weights"], loo["weights"]);
+    assert_eq!(scores["loo"]["domains"], serde_json::json!(["short", "dolly"]), "in the recipe's order");
+    let state = json(&out.join("sft/model/checkpoints/step-00000004/state.json"));
+    assert_eq!(state["config"]["phase"], "sft");
+    assert!(state["config"]["init"]["parents"][0]["path"].as_str().unwrap().contains("/run/train/checkpoints/"));
+    for d in ["dolly", "short"] {
+        let (before, after) =
+            (scores["before"]["val_loss"][d].as_f64().unwrap(), scores["after"]["val_loss"][d].as_f64().unwrap());
+        assert!(before.is_finite() && after.is_finite() && before != after, "{d}: {before} → {after}");
+    }
+    let rows = csv(&out.join("report/data/instruct.csv"));
+    assert_eq!(rows.iter().map(|r| r["domain"].as_str()).collect::<Vec<_>>(), ["dolly", "short"]);
+    assert_eq!(f(&rows[1]["val_loss_after"]), scores["after"]["val_loss"]["short"].as_f64().unwrap());
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(html.contains("<figure id=\"instruct-loo\">") && html.contains("Instruction tuning"));
+    browser_check(&out, "report-sft.png");
+    let stderr = ok(&run(&recipe(&dir, &extra), &out, &[]));
+    assert!(skipped_and_ran(&stderr).1.is_empty(), "{stderr}");
+}

@@ -118,7 +118,7 @@ pub fn read_source(source: &InstructSource) -> Result<DomainData> {
         (None, None) => None,
         _ => return Err(field("give both `prompt` and `response` templates, or neither".into())),
     };
-    let files = expand(source)?;
+    let files = files(source)?;
     let mut data = DomainData { domain: source.domain.clone(), files: files.clone(), ..Default::default() };
     for path in &files {
         let bytes_read = AtomicU64::new(0);
@@ -171,7 +171,9 @@ fn is_task_file(path: &Path) -> bool {
     stem.ends_with(".json")
 }
 
-fn expand(source: &InstructSource) -> Result<Vec<PathBuf>> {
+/// The files a source names (directories and globs expanded, sorted); a pattern that matches
+/// nothing is an error.
+pub fn files(source: &InstructSource) -> Result<Vec<PathBuf>> {
     let mut files = std::collections::BTreeSet::new();
     for pattern in &source.paths {
         let before = files.len();

@@ -55,6 +55,12 @@ pub mod layout {
     pub const EXPORT: &str = "export";
     /// Their sizes, CPU speed and the int4 model's scores.
     pub const EXPORTS: &str = "export/exports.json";
+    /// Leave-one-out instruction fine-tunes (runs/, runs.csv, deltas.csv, loo.json, loo.toml).
+    pub const LOO: &str = "loo";
+    /// The instruction-tuned model (model/).
+    pub const SFT: &str = "sft";
+    /// Its scores before and after, the weights, the Δ matrix.
+    pub const SFT_SCORES: &str = "sft/scores.json";
     /// The report.
     pub const REPORT: &str = "report";
 }
@@ -98,7 +104,7 @@ impl Run {
 type SectionFn = fn(&Run) -> Result<Option<Section>>;
 
 /// The sections, in page order.
-const SECTIONS: [SectionFn; 8] = [
+const SECTIONS: [SectionFn; 9] = [
     sections::card::section,
     sections::summary::section,
     sections::corpus::section,
@@ -107,6 +113,7 @@ const SECTIONS: [SectionFn; 8] = [
     sections::long_context::section,
     sections::merge::section,
     sections::quantization::section,
+    sections::instruct::section,
 ];
 
 /// Builds the report of a run from its artifacts.

@@ -161,6 +161,63 @@ pub struct QatFile {
     pub models: BTreeMap<String, QuantScores>,
 }
 
+/// The version of [`InstructFile`].
+pub const INSTRUCT_FORMAT_VERSION: u32 = 1;
+
+/// `RUN/sft/scores.json`: instruction tuning of the final model, before and after, with the
+/// leave-one-out Δ matrix when the weights came from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructFile {
+    pub format_version: u32,
+    /// natural, uniform or loo.
+    pub mix: String,
+    /// The weights the fine-tune trained on.
+    pub weights: BTreeMap<String, f64>,
+    /// The natural (token-proportional) weights, for comparison.
+    pub natural: BTreeMap<String, f64>,
+    /// Tokens the fine-tune trained on.
+    pub tokens: u64,
+    /// Held-out examples per domain.
+    pub held_out: BTreeMap<String, usize>,
+    /// Held-out short answers per domain (exact match's denominator).
+    pub short_answers: BTreeMap<String, usize>,
+    /// Malformed records per domain.
+    pub malformed: BTreeMap<String, usize>,
+    /// The final model and the fine-tuned one, on the held-out instructions.
+    pub before: InstructScores,
+    pub after: InstructScores,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loo: Option<LooSummary>,
+}
+
+/// Held-out scores of one model in [`InstructFile`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructScores {
+    /// Cross-entropy per assistant token.
+    pub val_loss: BTreeMap<String, f64>,
+    /// Greedy exact match over short answers.
+    pub exact_match: BTreeMap<String, f64>,
+}
+
+/// The leave-one-out ablations behind the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LooSummary {
+    /// Rows (the removed domain) and columns (the metric).
+    pub domains: Vec<String>,
+    pub metrics: Vec<String>,
+    /// Positive: removing the domain made the metric worse (the domain helps).
+    pub delta: Vec<Vec<f64>>,
+    pub scores: BTreeMap<String, f64>,
+    pub base: BTreeMap<String, f64>,
+    pub eta: f64,
+    pub max_weight: f64,
+    /// Steps of each ablation fine-tune.
+    pub steps: u64,
+}
+
 /// One model's scores in [`QatFile`] and [`ExportsFile`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

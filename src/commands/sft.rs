@@ -36,7 +36,19 @@ pub struct SftSummary {
     pub tasks: BTreeMap<String, f64>,
     pub weights: BTreeMap<String, f64>,
     pub data: BTreeMap<String, DomainCounts>,
+    /// The `--init` model on the same held-out examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Before>,
 }
+
+/// A fine-tune's starting model on its held-out examples (`before.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Before {
+    pub val_loss: BTreeMap<String, f64>,
+    pub exact_match: BTreeMap<String, f64>,
+}
+
+const BEFORE: &str = "before.json";
 
 /// The instruction sources `--data` and `--sources` name, with absolute paths (a resumed run
 /// finds them from anywhere).
@@ -96,11 +108,15 @@ fn mixture(mix: Option<&Path>, data: &Dataset) -> Result<Mixture> {
 }
 
 /// A fine-tune's config: the `--init` model with a fresh optimizer on the instruction data.
-fn sft_config(data: &InstructArgs, t: &SftTrainingArgs, mix: Option<&Path>) -> Result<(TrainConfig, Dataset)> {
+fn sft_config(
+    data: &InstructArgs,
+    sources: Vec<InstructSource>,
+    t: &SftTrainingArgs,
+    mix: Option<&Path>,
+) -> Result<(TrainConfig, Dataset)> {
     if t.seq_len == 0 || t.batch_size == 0 {
         bail!("--seq-len and --batch-size must be positive");
     }
-    let sources = instruct_sources(data)?;
     let tokenizer = checkpoint_tokenizer(&data.init)?;
     let dataset = Dataset::load(&sources, &tokenizer, data.val_fraction, t.seq_len + 1)?;
     let (model, _) = crate::commands::train::parent_model(&data.init)?;
@@ -166,8 +182,13 @@ fn fixed_settings(c: &TrainConfig) -> serde_json::Value {
 
 /// `sft`: trains (or resumes) an instruction fine-tune and scores it.
 pub fn sft(args: &SftArgs, out: &mut dyn Write) -> Result<SftSummary> {
+    sft_with(args, instruct_sources(&args.data)?, out)
+}
+
+/// [`sft`] on `sources` (the recipe's, or the flags').
+pub fn sft_with(args: &SftArgs, sources: Vec<InstructSource>, out: &mut dyn Write) -> Result<SftSummary> {
     let device = train::device::pick(Some(&args.device))?;
-    let (mut config, dataset) = sft_config(&args.data, &args.training, args.mix.as_deref())?;
+    let (mut config, dataset) = sft_config(&args.data, sources, &args.training, args.mix.as_deref())?;
     config.eval_every = args.eval_every;
     config.checkpoint_every = args.checkpoint_every;
     config.keep_checkpoints = args.keep_checkpoints;
@@ -207,11 +228,17 @@ pub fn sft(args: &SftArgs, out: &mut dyn Write) -> Result<SftSummary> {
             config.tokens_per_step(),
             args.out.display()
         );
-        Trainer::new(config, Some(&args.out), device)?
+        let t = Trainer::new(config, Some(&args.out), device)?;
+        // The starting model on the same held-out examples, for before/after.
+        let em = t.exact_match();
+        let before = Before { val_loss: t.validate(), exact_match: em.into_iter().map(|(d, (x, _))| (d, x)).collect() };
+        corpus::atomic::write_json(&args.out.join(BEFORE), &before)?;
+        t
     };
     let outcome = trainer.train(true)?;
     let tasks = score_tasks(&trainer, &read_tasks(&args.eval, args.eval_limit)?)?;
-    let summary = summarize(&trainer, outcome, tasks);
+    let mut summary = summarize(&trainer, outcome, tasks);
+    summary.before = reports::stages::read_json(&args.out.join(BEFORE)).ok();
     print_summary(out, &summary)?;
     corpus::atomic::write_json(&args.out.join("summary.json"), &summary)?;
     writeln!(out, "checkpoint: {}", checkpoint::resolve(&args.out)?.display())?;
@@ -235,6 +262,7 @@ fn summarize(trainer: &Trainer, outcome: train::trainer::Outcome, tasks: BTreeMa
         tasks,
         weights: trainer.config.mixture.weights.iter().map(|(d, w)| (d.clone(), w / total)).collect(),
         data,
+        before: None,
     }
 }
 
@@ -369,7 +397,17 @@ pub struct LooResult {
 
 /// `mix loo`: the D + 1 fine-tunes, the Δ matrix and the reweighted mixture.
 pub fn loo(args: &MixLooArgs, threads: usize, out: &mut dyn Write) -> Result<LooResult> {
-    let (base, dataset) = sft_config(&args.data, &args.training, args.mix.as_deref())?;
+    loo_with(args, instruct_sources(&args.data)?, threads, out)
+}
+
+/// [`loo`] on `sources`.
+pub fn loo_with(
+    args: &MixLooArgs,
+    sources: Vec<InstructSource>,
+    threads: usize,
+    out: &mut dyn Write,
+) -> Result<LooResult> {
+    let (base, dataset) = sft_config(&args.data, sources, &args.training, args.mix.as_deref())?;
     print_data(out, &dataset, &base.mixture)?;
     let domains: Vec<String> = dataset.domains.iter().map(|d| d.name.clone()).collect();
     let base_weights: Vec<f64> = domains.iter().map(|d| base.mixture.weights.get(d).copied().unwrap_or(0.0)).collect();

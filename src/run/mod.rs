@@ -26,9 +26,9 @@ pub struct Stage {
     pub owns: &'static str,
 }
 
-/// Every stage of a run, in order. The index, long-context, specialists, merge, qat and export
-/// stages run only when the recipe asks for them.
-pub const STAGES: [Stage; 13] = [
+/// Every stage of a run, in order. The index, long-context, specialists, merge, qat, export, loo
+/// and sft stages run only when the recipe asks for them.
+pub const STAGES: [Stage; 15] = [
     Stage { name: "corpus", reads: &[], owns: reports::layout::CORPUS },
     Stage { name: "shards", reads: &["corpus"], owns: reports::layout::SHARDS },
     Stage { name: "index", reads: &["corpus"], owns: reports::layout::INDEX },
@@ -53,6 +53,8 @@ pub const STAGES: [Stage; 13] = [
         reads: &["shards", "train", "long_context", "specialists", "merge", "qat"],
         owns: reports::layout::EXPORT,
     },
+    Stage { name: "loo", reads: &["train", "long_context", "specialists", "merge"], owns: reports::layout::LOO },
+    Stage { name: "sft", reads: &["train", "long_context", "specialists", "merge", "loo"], owns: reports::layout::SFT },
     Stage {
         name: "report",
         reads: &[
@@ -68,6 +70,8 @@ pub const STAGES: [Stage; 13] = [
             "eval",
             "qat",
             "export",
+            "loo",
+            "sft",
         ],
         owns: reports::layout::REPORT,
     },

@@ -26,6 +26,8 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
         "long_context" => recipe.long_context.is_some(),
         "specialists" | "merge" => recipe.specialists.is_some(),
         "qat" | "export" => recipe.qat.is_some(),
+        "loo" => recipe.sft.as_ref().is_some_and(|s| s.mix == "loo"),
+        "sft" => recipe.sft.is_some(),
         _ => true,
     }
 }
@@ -33,7 +35,7 @@ pub fn enabled(stage: &str, recipe: &Recipe) -> bool {
 /// Stages that continue an interrupted attempt over what it left (shard chunks, finished
 /// proxies, checkpoints); the others start again.
 pub fn resumable(stage: &str) -> bool {
-    matches!(stage, "shards" | "swarm" | "train" | "long_context" | "specialists" | "qat")
+    matches!(stage, "shards" | "swarm" | "train" | "long_context" | "specialists" | "qat" | "loo" | "sft")
 }
 
 /// The resolved recipe settings a stage depends on; their hash decides whether it reruns.
@@ -70,6 +72,13 @@ pub fn section(stage: &str, r: &Recipe) -> Result<Value> {
             "long_context": r.long_context.is_some()
         }),
         "export" => json!({"eval": r.eval, "seq_len": r.train.seq_len}),
+        // The ablations depend on everything in [sft] but the final fine-tune's own steps and mix.
+        "loo" => r.sft.as_ref().map_or(Value::Null, |s| {
+            json!({"data": s.data, "seq_len": s.seq_len, "batch_size": s.batch_size, "lr": s.lr, "warmup": s.warmup,
+                "val_fraction": s.val_fraction, "eval_examples": s.eval_examples, "loo_steps": s.loo_steps,
+                "loo_base": s.loo_base, "eta": s.eta, "max_weight": s.max_weight, "seed": s.seed})
+        }),
+        "sft" => json!({"sft": r.sft, "device": r.train.device}),
         "report" => json!({"report": r.report}),
         other => bail!("unknown stage {other}"),
     })
@@ -100,6 +109,11 @@ pub fn external_inputs(stage: &str, r: &Recipe) -> Result<Vec<PathBuf>> {
             }
         }
         "eval" => files.extend(r.eval.tasks.iter().cloned()),
+        "loo" | "sft" => {
+            for source in r.sft.iter().flat_map(|s| s.data.iter()) {
+                files.extend(corpus::instruct::files(source)?);
+            }
+        }
         _ => {}
     }
     Ok(files)
@@ -158,6 +172,8 @@ pub fn execute(stage: &str, ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMet
         "merge" => merge_stage(ctx, log),
         "eval" => eval_stage(ctx, log),
         "qat" => qat_stage(ctx, log),
+        "loo" => loo_stage(ctx, log),
+        "sft" => sft_stage(ctx, log),
         "export" => export_stage(ctx, log),
         "report" => {
             let written = reports::write(ctx.run, ctx.recipe.report.title.as_deref())?;
@@ -824,4 +840,122 @@ fn export_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     };
     corpus::atomic::write_json(&ctx.path(layout::EXPORTS), &file)?;
     Ok(metrics)
+}
+
+/// `[sft]`'s data and training settings, for `steps` steps from the final model.
+fn instruct_settings(ctx: &Ctx, steps: u64) -> Result<(crate::cli::InstructArgs, crate::cli::SftTrainingArgs)> {
+    let s = ctx.recipe.sft.as_ref().context("the run has no [sft]")?;
+    if s.data.is_empty() {
+        bail!("[sft] names no instruction data: add [[sft.data]] tables (domain, paths)");
+    }
+    let data = crate::cli::InstructArgs {
+        init: ctx.path(&final_model(ctx).0),
+        data: Vec::new(),
+        sources: None,
+        val_fraction: s.val_fraction,
+    };
+    let training = crate::cli::SftTrainingArgs {
+        steps: Some(steps),
+        tokens: None,
+        batch_size: s.batch_size,
+        seq_len: s.seq_len,
+        grad_accum: 1,
+        lr: s.lr,
+        warmup: s.warmup.min(steps / 5),
+        min_lr_ratio: 0.1,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        eval_examples: s.eval_examples,
+        seed: s.seed,
+    };
+    Ok((data, training))
+}
+
+/// The D + 1 leave-one-out fine-tunes and the reweighted mixture (`loo/loo.toml`).
+fn loo_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    let s = ctx.recipe.sft.as_ref().context("the run has no [sft]")?;
+    let (data, training) = instruct_settings(ctx, s.loo_steps)?;
+    let args = crate::cli::MixLooArgs {
+        data,
+        training,
+        mix: Some(PathBuf::from(&s.loo_base)),
+        eval: Vec::new(),
+        eval_limit: None,
+        eta: s.eta,
+        max_weight: s.max_weight,
+        jobs: 0,
+        out: ctx.path(layout::LOO),
+    };
+    let result = commands::sft::loo_with(&args, s.data.clone(), ctx.threads, log)?;
+    let moved = result.weights.iter().map(|(d, w)| (w - result.base[d]).abs()).sum::<f64>() / 2.0;
+    Ok(vec![
+        metric("leave-one-out fine-tunes", (result.deltas.domains.len() + 1) as f64, None),
+        metric("weight moved by the rule", moved, None),
+    ])
+}
+
+/// The instruction fine-tune of the final model, scored before and after.
+fn sft_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
+    use_all_threads(ctx);
+    let s = ctx.recipe.sft.as_ref().context("the run has no [sft]")?;
+    let (data, training) = instruct_settings(ctx, s.steps)?;
+    let mix = match s.mix.as_str() {
+        "loo" => ctx.path(&format!("{}/loo.toml", layout::LOO)),
+        "natural" | "uniform" => PathBuf::from(&s.mix),
+        other => bail!("[sft] mix = {other:?}: expected natural, uniform or loo"),
+    };
+    let args = crate::cli::SftArgs {
+        data,
+        training,
+        mix: Some(mix),
+        out: ctx.path(&format!("{}/model", layout::SFT)),
+        resume: true,
+        eval_every: 0,
+        checkpoint_every: (s.steps / 4).max(1),
+        keep_checkpoints: 2,
+        eval: Vec::new(),
+        eval_limit: None,
+        device: ctx.recipe.train.device.clone(),
+    };
+    let summary = commands::sft::sft_with(&args, s.data.clone(), log)?;
+    let before = summary.before.clone().context("the fine-tune recorded no starting scores (before.json)")?;
+    let tokens_total: f64 = summary.data.values().map(|c| c.train_tokens as f64).sum();
+    let loo = if s.mix == "loo" {
+        let r: commands::sft::LooResult = reports::stages::read_json(&ctx.path(&format!("{}/loo.json", layout::LOO)))?;
+        Some(reports::stages::LooSummary {
+            domains: r.deltas.domains,
+            metrics: r.deltas.metrics,
+            delta: r.deltas.delta,
+            scores: r.scores,
+            base: r.base,
+            eta: r.rule.eta,
+            max_weight: r.rule.max_weight,
+            steps: s.loo_steps,
+        })
+    } else {
+        None
+    };
+    let file = reports::stages::InstructFile {
+        format_version: reports::stages::INSTRUCT_FORMAT_VERSION,
+        mix: s.mix.clone(),
+        weights: summary.weights.clone(),
+        natural: summary.data.iter().map(|(d, c)| (d.clone(), c.train_tokens as f64 / tokens_total)).collect(),
+        tokens: summary.tokens,
+        held_out: summary.data.iter().map(|(d, c)| (d.clone(), c.val_examples)).collect(),
+        short_answers: summary.exact_match_items.clone(),
+        malformed: summary.data.iter().map(|(d, c)| (d.clone(), c.malformed)).collect(),
+        before: reports::stages::InstructScores { val_loss: before.val_loss.clone(), exact_match: before.exact_match },
+        after: reports::stages::InstructScores {
+            val_loss: summary.val_loss.clone(),
+            exact_match: summary.exact_match.clone(),
+        },
+        loo,
+    };
+    corpus::atomic::write_json(&ctx.path(layout::SFT_SCORES), &file)?;
+    let mean = |m: &std::collections::BTreeMap<String, f64>| m.values().sum::<f64>() / m.len().max(1) as f64;
+    Ok(vec![
+        metric("held-out instruction loss before", mean(&before.val_loss), Some(false)),
+        metric("held-out instruction loss after", mean(&summary.val_loss), Some(false)),
+        metric("exact match after (mean over domains)", mean(&summary.exact_match), Some(true)),
+    ])
 }

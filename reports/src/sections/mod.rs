@@ -3,6 +3,7 @@
 
 pub mod card;
 pub mod corpus;
+pub mod instruct;
 pub mod long_context;
 pub mod merge;
 pub mod quantization;
