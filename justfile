@@ -21,6 +21,10 @@ ipd-experiment:
 qat-experiment:
     scripts/qat-experiment
 
+# Instruction tuning: natural vs uniform vs leave-one-out-reweighted instruction mixes from one base, at equal tokens (5 seeds).
+sft-experiment:
+    scripts/sft-experiment
+
 # The test suite (what CI runs): rustfmt check and every test of the workspace.
 test:
     scripts/test

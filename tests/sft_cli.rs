@@ -269,3 +269,34 @@ fn mix_loo_runs_each_domain_out_once_resumes_after_kill_and_feeds_sft() {
         assert!((got - want).abs() < 1e-12, "{d}: {got} vs {want}");
     }
 }
+
+#[test]
+fn the_sft_experiment_runs_end_to_end_at_a_tiny_size() {
+    let dir = scratch("sft-experiment");
+    let out = Command::new("bash")
+        .arg(manifest_dir().join("scripts/sft-experiment"))
+        .envs([
+            ("MIXFORGE_BIN", env!("CARGO_BIN_EXE_mixforge")),
+            ("OUT", s(&dir)),
+            ("BASE", s(base())),
+            ("SEEDS", "0 1"),
+            ("SEQ", "128"),
+            ("LOO_STEPS", "2"),
+            ("SFT_STEPS", "2"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sft-experiment failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Δ matrix") && stdout.contains("loo − uniform"), "{stdout}");
+    let comparison: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).unwrap()).unwrap();
+    let arms: Vec<&String> = comparison["runs"].as_object().unwrap().keys().collect();
+    assert_eq!(arms, ["loo", "natural", "uniform"]);
+    assert_eq!(comparison["paired"]["loo-natural"]["diffs"].as_array().unwrap().len(), 2);
+    // Equal tokens between arms.
+    let tokens: Vec<u64> =
+        ["loo", "natural", "uniform"].iter().map(|a| comparison["runs"][a][0]["tokens"].as_u64().unwrap()).collect();
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
