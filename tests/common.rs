@@ -44,3 +44,22 @@ pub fn mixforge(args: &[&str]) -> Output {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Starts `mixforge args`, waits (at most `secs`) until `ready()`, then kills it with SIGKILL:
+/// a run interrupted mid-way, for resume tests.
+pub fn kill_when(args: &[String], secs: u64, ready: impl Fn() -> bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mixforge"))
+        .args(args)
+        .current_dir(manifest_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "mixforge {args:?} never got there");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -5,11 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use corpus::instruct::Message;
 
-use crate::common::{demo_shards, manifest_dir, mixforge, s, scratch};
+use crate::common::{demo_shards, kill_when, manifest_dir, mixforge, s, scratch};
 
 /// A tiny base model trained briefly on the demo shards, built once per test process.
 fn base() -> &'static Path {
@@ -114,21 +113,10 @@ fn sft_counts_malformed_records_and_a_killed_run_resumes_bit_identically() {
     }
 
     let killed = dir.join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mixforge"))
-        .args(sft_args(&killed, &data, "40"))
-        .current_dir(manifest_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let latest = killed.join("checkpoints/latest");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(&latest).map_or(true, |n| n.trim() < "step-00000008") {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&sft_args(&killed, &data, "40"), 120, || {
+        std::fs::read_to_string(&latest).is_ok_and(|n| n.trim() >= "step-00000008")
+    });
     let stopped_at = std::fs::read_to_string(&latest).unwrap();
     assert!(stopped_at.trim() < "step-00000040", "the run finished before it was killed ({stopped_at})");
     run_ok(&sft_args(&killed, &data, "40"));
@@ -232,20 +220,9 @@ fn mix_loo_runs_each_domain_out_once_resumes_after_kill_and_feeds_sft() {
 
     // Killed after its first run: the rerun trains only the rest and ends where the whole did.
     let killed = dir.join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mixforge"))
-        .args(loo_args(&killed, &chat))
-        .current_dir(manifest_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::fs::read_to_string(killed.join("runs.csv")).map_or(true, |t| t.lines().count() < 2) {
-        assert!(Instant::now() < deadline, "no run finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&loo_args(&killed, &chat), 300, || {
+        std::fs::read_to_string(killed.join("runs.csv")).is_ok_and(|t| t.lines().count() >= 2)
+    });
     let first = std::fs::read_to_string(killed.join("runs.csv")).unwrap();
     assert!(first.lines().count() < 5, "the loo finished before it was killed");
     let finished = first.lines().nth(1).unwrap().split(',').next().unwrap().to_string();
