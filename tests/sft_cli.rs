@@ -80,7 +80,7 @@ fn sft_args(out: &Path, data: &[String], steps: &str) -> Vec<String> {
         .collect();
     args.extend(data.iter().cloned());
     args.extend(
-        ["--seq-len", "128", "--batch-size", "4", "--checkpoint-every", "4", "--keep-checkpoints", "50", "--resume"]
+        ["--seq-len", "128", "--batch-size", "4", "--checkpoint-every", "4", "--keep-checkpoints", "2", "--resume"]
             .map(String::from),
     );
     args

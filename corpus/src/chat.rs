@@ -70,12 +70,15 @@ pub struct Encoded {
 /// Checks that `tokenizer` has the template's markers as single tokens.
 pub fn check_tokenizer(tokenizer: &Tokenizer) -> Result<()> {
     for marker in [IM_START, IM_END] {
-        if tokenizer.token_to_id(marker).is_none() {
+        // In the vocabulary and read as one token in text (an added token), not split.
+        let id = tokenizer.token_to_id(marker);
+        let encoded = tokenizer.encode(marker, false).map(|e| e.get_ids().to_vec()).unwrap_or_default();
+        if id.is_none() || encoded != id.into_iter().collect::<Vec<_>>() {
             return Err(Error::Tokenizer {
                 path: "(chat template)".into(),
                 message: format!(
-                    "the tokenizer has no {marker} token; the chat template needs {IM_START} and {IM_END} as special \
-                     tokens (mixforge's trained tokenizers have them; add them to yours)"
+                    "the tokenizer does not read {marker} as one token; the chat template needs {IM_START} and \
+                     {IM_END} as added special tokens (mixforge's trained tokenizers have them; add them to yours)"
                 ),
             });
         }

@@ -234,8 +234,13 @@ fn read_task_file(path: &Path, text: &str, source: &InstructSource, data: &mut D
                 let mut messages = system_turn(source.system.as_deref());
                 messages.push(Message::new("user", format!("{}\n\n{}", definition.trim(), input)));
                 messages.push(Message::new("assistant", output));
-                let origin = format!("{}:instance {number}", path.display());
-                data.conversations.push(Conversation { messages, origin });
+                match unmarked(messages) {
+                    Ok(messages) => {
+                        let origin = format!("{}:instance {number}", path.display());
+                        data.conversations.push(Conversation { messages, origin });
+                    }
+                    Err(reason) => data.malformed.push(Malformed { path: path.to_path_buf(), line: number, reason }),
+                }
             }
             _ => data.malformed.push(Malformed {
                 path: path.to_path_buf(),
@@ -252,8 +257,9 @@ fn system_turn(system: Option<&str>) -> Vec<Message> {
 }
 
 /// The usual prompt/response field names, tried in order when no template is given.
-const FIELD_PAIRS: [(&str, &str); 5] = [
+const FIELD_PAIRS: [(&str, &str); 6] = [
     ("instruction", "response"),
+    ("instruction", "output"),
     ("prompt", "response"),
     ("prompt", "completion"),
     ("question", "answer"),
@@ -269,9 +275,11 @@ fn record(
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Object(fields) = &value else { return Err("a record must be a JSON object".into()) };
     if let Some(messages) = fields.get("messages") {
-        let mut out = system_turn(system);
-        out.extend(messages_of(messages)?);
-        return Ok(out);
+        let messages = messages_of(messages)?;
+        // A conversation with its own system turn keeps it alone.
+        let mut out = if messages[0].role == "system" { Vec::new() } else { system_turn(system) };
+        out.extend(messages);
+        return unmarked(out);
     }
     let (prompt, response) = match templates {
         Some((p, r)) => (fill(p, &value)?, fill(r, &value)?),
@@ -281,11 +289,12 @@ fn record(
                         prompt/response, prompt/completion, question/answer, input/output): give templates",
             )?;
             let mut prompt = text_of(&value[*p]).ok_or(format!("field `{p}` is not text"))?;
-            // Dolly-style records carry a reference passage beside the instruction.
+            // Dolly (`context`) and Alpaca (`input`) records carry a passage beside the instruction.
+            let extra = ["context", "input"].iter().find_map(|f| value.get(*f).and_then(text_of));
             if *p == "instruction"
-                && let Some(context) = value.get("context").and_then(text_of).filter(|c| !c.trim().is_empty())
+                && let Some(extra) = extra.filter(|c| !c.trim().is_empty())
             {
-                prompt = format!("{prompt}\n\n{context}");
+                prompt = format!("{prompt}\n\n{extra}");
             }
             (prompt, text_of(&value[*r]).ok_or(format!("field `{r}` is not text"))?)
         }
@@ -296,7 +305,18 @@ fn record(
     let mut out = system_turn(system);
     out.push(Message::new("user", prompt));
     out.push(Message::new("assistant", response));
-    Ok(out)
+    unmarked(out)
+}
+
+/// Refuses text holding the chat template's markers: tokenized as markers, they would end or
+/// start turns the record never had.
+fn unmarked(messages: Vec<Message>) -> std::result::Result<Vec<Message>, String> {
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(marker) = [crate::chat::IM_START, crate::chat::IM_END].iter().find(|k| m.content.contains(**k)) {
+            return Err(format!("turn {i} ({}) contains the chat marker {marker}", m.role));
+        }
+    }
+    Ok(messages)
 }
 
 fn messages_of(value: &Value) -> std::result::Result<Vec<Message>, String> {
@@ -366,6 +386,16 @@ mod tests {
         let t = (Template::parse("{text}\nTests:\n{test_list}").unwrap(), Template::parse("{code}").unwrap());
         let c = record(r#"{"text":"Add","code":"def f(): pass","test_list":["assert a","assert b"]}"#, Some(&t), None);
         assert_eq!(c.unwrap()[0].content, "Add\nTests:\nassert a\nassert b");
+    }
+
+    #[test]
+    fn alpaca_records_keep_their_instruction_and_a_system_turn_is_not_doubled() {
+        let a = record(r#"{"instruction":"Translate","input":"chat","output":"cat"}"#, None, None).unwrap();
+        assert_eq!(a, vec![Message::new("user", "Translate\n\nchat"), Message::new("assistant", "cat")]);
+        let with_system = r#"{"messages":[{"role":"system","content":"own"},{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#;
+        assert_eq!(record(with_system, None, Some("source")).unwrap()[0], Message::new("system", "own"));
+        let marker = r#"{"question":"q","answer":"a<|im_end|>b"}"#;
+        assert!(record(marker, None, None).unwrap_err().contains("chat marker <|im_end|>"));
     }
 
     #[test]

@@ -138,8 +138,9 @@ pub fn reweight(base: &[f64], scores: &[f64], rule: LooRule) -> Result<Vec<f64>>
     if base.len() != scores.len() || base.is_empty() {
         return Err(Error::Invalid("one score per base weight".into()));
     }
-    if !(rule.eta >= 0.0 && rule.eta.is_finite()) {
-        return Err(Error::Invalid(format!("eta must be finite and non-negative, got {}", rule.eta)));
+    // Scores are a few RMS at most, so η ≤ 10 keeps every factor far from overflow.
+    if !(0.0..=10.0).contains(&rule.eta) {
+        return Err(Error::Invalid(format!("eta must be in [0, 10], got {}", rule.eta)));
     }
     let live = base.iter().filter(|w| **w > 0.0).count();
     if !(rule.max_weight > 0.0 && rule.max_weight <= 1.0) || rule.max_weight * (live as f64) < 1.0 {
@@ -153,7 +154,10 @@ pub fn reweight(base: &[f64], scores: &[f64], rule: LooRule) -> Result<Vec<f64>>
     if !(sum > 0.0 && sum.is_finite()) {
         return Err(Error::Invalid("the base weights sum to zero".into()));
     }
-    Ok(clip(raw.into_iter().map(|x| x / sum).collect(), rule.max_weight))
+    let clipped = clip(raw.into_iter().map(|x| x / sum).collect(), rule.max_weight);
+    // Exactly 1 again after the shares moved.
+    let total: f64 = clipped.iter().sum();
+    Ok(clipped.into_iter().map(|x| x / total).collect())
 }
 
 /// Caps every weight at `cap`, handing the excess to the uncapped weights in proportion.

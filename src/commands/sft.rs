@@ -215,6 +215,10 @@ pub fn sft_with(args: &SftArgs, sources: Vec<InstructSource>, out: &mut dyn Writ
                 )));
             }
             stored.steps = config.steps;
+            // Cadence may change on resume, as with `train`.
+            stored.eval_every = config.eval_every;
+            stored.checkpoint_every = config.checkpoint_every;
+            stored.keep_checkpoints = config.keep_checkpoints;
             Ok(())
         })
         .with_context(|| format!("resuming {}", args.out.display()))?;

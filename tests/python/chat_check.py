@@ -32,6 +32,8 @@ if bad:
 
 model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32)
 prompt = tok.apply_chat_template(cases[0]["messages"][:-1], add_generation_prompt=True, return_tensors="pt", return_dict=False)
+# The export's generation_config.json stops at <|im_end|> on its own.
 im_end = tok.convert_tokens_to_ids("<|im_end|>")
-out = model.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=[im_end, model.config.eos_token_id])
+assert im_end in model.generation_config.eos_token_id, model.generation_config
+out = model.generate(prompt, max_new_tokens=8, do_sample=False)
 print(json.dumps({"cases": len(cases), "reply_ids": out[0, prompt.shape[1]:].tolist()}))

@@ -108,12 +108,16 @@ pub fn export(model: &Llama, tokenizer_path: &Path, out: &Path) -> Result<()> {
         "eos_token": token(eos),
         "model_max_length": model.config.max_seq_len,
     });
-    // The chat template training used, so `apply_chat_template` gives the same ids.
+    // The chat template training used, so `apply_chat_template` gives the same ids; generation
+    // stops at the end of an assistant turn as well as at the end of a document.
+    let mut stops: Vec<u32> = eos.into_iter().collect();
     if corpus::chat::check_tokenizer(&tokenizer).is_ok() {
         tokenizer_config["chat_template"] = json!(corpus::chat::JINJA);
+        stops.extend(tokenizer.token_to_id(corpus::chat::IM_END));
     }
     write_json("tokenizer_config.json", &tokenizer_config)?;
-    write_json("generation_config.json", &json!({"bos_token_id": bos, "eos_token_id": eos}))?;
+    let eos_ids = if stops.len() == 1 { json!(stops[0]) } else { json!(stops) };
+    write_json("generation_config.json", &json!({"bos_token_id": bos, "eos_token_id": eos_ids}))?;
     corpus::atomic::write_via(&out.join("model.safetensors"), |tmp| match model.config.quant {
         None => checkpoint::save_weights(model, tmp),
         // The weights the quantized model computes with (its int8 activations are not expressible here).

@@ -10,8 +10,8 @@
 //!   masked per example and positions restart at 0, so a packed example computes exactly what
 //!   it computes alone. An example longer than the window is cut (and counted).
 //! - **Held-out split.** Per domain, the examples whose rendered text hashes lowest
-//!   (`val_fraction`, at least one when the domain has two or more): stable when files are
-//!   reordered, and a duplicate always lands on the same side as its twin.
+//!   (`val_fraction`; at least one, and at least one left to train on, when the domain has two
+//!   or more): stable when files are reordered, and a duplicate lands on the side of its twin.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -170,10 +170,19 @@ fn split(
         keyed.push((key, i, example));
     }
     let n = keyed.len();
-    let n_val =
-        if n >= 2 { ((n as f64 * val_fraction).round() as usize).max(usize::from(val_fraction > 0.0)) } else { 0 };
+    // At least one held out when asked for any, at least one left to train on.
+    let mut n_val = if n >= 2 {
+        ((n as f64 * val_fraction).round() as usize).max(usize::from(val_fraction > 0.0)).min(n - 1)
+    } else {
+        0
+    };
     let mut by_key: Vec<usize> = (0..n).collect();
     by_key.sort_by_key(|&i| (keyed[i].0, keyed[i].1));
+    // Twins (the same text, so the same hash) stay on one side of the cut.
+    let key = |k: usize| keyed[by_key[k]].0;
+    while n_val > 0 && n_val < n && key(n_val) == key(n_val - 1) {
+        n_val -= 1;
+    }
     let mut examples: Vec<Option<Example>> = keyed.into_iter().map(|(_, _, e)| Some(e)).collect();
     // Validation in hash order: the first `k` are the same set whatever `k` a caller asks for.
     let val = by_key[..n_val].iter().map(|&i| examples[i].take().expect("taken once")).collect();
@@ -205,12 +214,16 @@ impl SftLoader {
         }
         let weights: Vec<f64> = names.iter().map(|n| mixture.weights.get(*n).copied().unwrap_or(0.0)).collect();
         for (d, w) in data.domains.iter().zip(&weights) {
-            if *w > 0.0 && d.train.is_empty() {
+            if *w > 0.0 && !d.train.iter().any(|e| e.learned_tokens() > 0) {
                 return Err(Error::Data(format!(
-                    "instruction domain {:?} has weight {w} but no training examples",
-                    d.name
+                    "instruction domain {:?} has weight {w} but no training example with an assistant token inside \
+                     the window (none at all, or every answer past --seq-len {}): raise --seq-len or drop the domain",
+                    d.name, config.seq_len
                 )));
             }
+        }
+        if !mixture.max_epochs.is_empty() {
+            tracing::warn!("epoch caps (max_epochs) apply to pre-training shards; instruction data ignores them");
         }
         if weights.iter().sum::<f64>() <= 0.0 {
             return Err(Error::Config("the mixture gives every instruction domain weight 0".into()));
@@ -301,7 +314,7 @@ impl SftLoader {
         self.data
             .domains
             .iter()
-            .filter(|d| !d.val.is_empty())
+            .filter(|d| !d.val.is_empty() && max_examples > 0)
             .map(|d| {
                 let rows: Vec<Row> = d
                     .val
@@ -434,7 +447,8 @@ pub fn validation_loss(model: &Llama, sets: &BTreeMap<String, Masked>, batch: us
         .map(|(domain, set)| {
             let rows = score_rows(model, set, batch);
             let (sum, count) = rows.iter().fold((0.0, 0i64), |(s, c), r| (s + r.0, c + r.1));
-            (domain.clone(), sum / count.max(1) as f64)
+            // No assistant token inside the window: nothing measured, not a perfect score.
+            (domain.clone(), if count > 0 { sum / count as f64 } else { f64::NAN })
         })
         .collect()
 }

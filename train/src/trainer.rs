@@ -309,8 +309,17 @@ impl Trainer {
         adjust(&mut state.config, state.step)?;
         let c = &mut state.config;
         match &mut c.sft {
-            // The examples are encoded with the tokenizer the run's checkpoints carry.
-            Some(sft) => sft.tokenizer = dir.join("tokenizer.json"),
+            // The examples are encoded with the tokenizer the run's checkpoints carry, copied
+            // beside them once (pruning removes old checkpoints, and this one with them).
+            Some(sft) => {
+                let stable = run.join("tokenizer.json");
+                if !stable.exists() {
+                    let from = dir.join("tokenizer.json");
+                    let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+                    corpus::atomic::write_file(&stable, &bytes)?;
+                }
+                sft.tokenizer = stable;
+            }
             None => {
                 c.shards = checkpoint::locate(run, &c.shards, &c.shards_ref, "shards")?;
                 c.shards_ref.relative = checkpoint::relative_to(&c.shards, run);
@@ -395,16 +404,23 @@ impl Trainer {
     fn train_step(&mut self) -> Result<f64> {
         let accum = self.config.grad_accum;
         let device = self.model.device;
+        let batches = (0..accum).map(|_| self.loader.next_batch(device)).collect::<Result<Vec<Batch>>>()?;
+        // Each micro-batch's mean loss weighs by its share of the step's learned targets (all
+        // equal in pre-training; instruction windows learn different numbers of tokens), so
+        // accumulation equals one batch k times larger.
+        let learned: Vec<f64> =
+            batches.iter().map(|b| b.targets.ne(-100).sum(tch::Kind::Int64).int64_value(&[]) as f64).collect();
+        let all: f64 = learned.iter().sum::<f64>().max(1.0);
         let mut total = 0.0;
-        for micro in 0..accum {
-            let batch = self.loader.next_batch(device)?;
+        for (micro, batch) in batches.iter().enumerate() {
             let cached = match &self.cache {
-                Some(c) => Some(c.batch(self.step * accum + micro, &batch.inputs.tokens)?),
+                Some(c) => Some(c.batch(self.step * accum + micro as u64, &batch.inputs.tokens)?),
                 None => None,
             };
-            total += tch::autocast(device.is_cuda(), || self.batch_loss(&batch, cached.as_ref(), 1.0 / accum as f64));
+            let share = learned[micro] / all;
+            total += share * tch::autocast(device.is_cuda(), || self.batch_loss(batch, cached.as_ref(), share));
         }
-        Ok(total / accum as f64)
+        Ok(total)
     }
 
     /// The loss of one micro-batch, back-propagated times `scale`.

@@ -168,20 +168,16 @@ fn packed_examples_do_not_attend_to_each_other() {
     assert!(learned > 0 && learned < targets.len() / 2, "{learned} of {} targets learned", targets.len());
 }
 
-#[test]
-fn a_run_learns_the_responses_and_never_the_prompts() {
-    let dir = scratch("responses");
-    let (_, tok) = dataset(&dir, 160, 64);
-    let eos = train::data::eos_id(&corpus::tokenize::load(&tok).unwrap()).unwrap();
+fn sft_config(dir: &Path, tok: &Path, eos: u32, steps: u64, batch: usize, accum: u64) -> TrainConfig {
     let sources = vec![InstructSource::new("qa", dir.join("set.jsonl").to_str().unwrap())];
-    let config = TrainConfig {
+    TrainConfig {
         model: model_config(400),
         shards: PathBuf::new(),
         mixture: Mixture { weights: BTreeMap::from([("qa".into(), 1.0)]), max_epochs: BTreeMap::new() },
-        loader: loader_config(64, eos),
+        loader: LoaderConfig { batch_size: batch, ..loader_config(64, eos) },
         optim: AdamWConfig { lr: 1e-2, warmup_steps: 5, ..AdamWConfig::default() },
-        steps: 80,
-        grad_accum: 1,
+        steps,
+        grad_accum: accum,
         eval_every: 0,
         eval_sequences: 16,
         checkpoint_every: 0,
@@ -195,9 +191,41 @@ fn a_run_learns_the_responses_and_never_the_prompts() {
         init: None,
         teacher_packing: Default::default(),
         teacher_cache: None,
-        sft: Some(SftData { sources, val_fraction: 0.2, fingerprint: String::new(), tokenizer: tok.clone() }),
+        sft: Some(SftData { sources, val_fraction: 0.2, fingerprint: String::new(), tokenizer: tok.to_path_buf() }),
+    }
+}
+
+#[test]
+fn accumulated_micro_batches_equal_one_larger_batch() {
+    // Windows learn different numbers of tokens; 2 × 2 accumulated must equal 1 × 4 (the same
+    // windows, drawn in the same order), not weigh a sparse window's tokens more.
+    let dir = scratch("accum");
+    let (_, tok) = dataset(&dir, 60, 64);
+    // Replies of 1 to 24 words: windows learn very different numbers of tokens.
+    let mut f = std::fs::File::create(dir.join("set.jsonl")).unwrap();
+    for i in 0..60 {
+        let messages =
+            [Message::new("user", words(i, 3)), Message::new("assistant", words(100 + i, 1 + (i as usize * 7) % 24))];
+        writeln!(f, "{}", serde_json::json!({ "messages": messages })).unwrap();
+    }
+    drop(f);
+    let eos = train::data::eos_id(&corpus::tokenize::load(&tok).unwrap()).unwrap();
+    let weights = |batch, accum| {
+        let mut t = Trainer::new(sft_config(&dir, &tok, eos, 3, batch, accum), None, Device::Cpu).unwrap();
+        t.train(false).unwrap();
+        t.model.params.named().iter().map(|(_, p)| p.flatten(0, -1)).collect::<Vec<_>>()
     };
-    let mut trainer = Trainer::new(config, None, Device::Cpu).unwrap();
+    let (one, two) = (weights(4, 1), weights(2, 2));
+    let diff = one.iter().zip(&two).map(|(a, b)| (a - b).abs().max().double_value(&[])).fold(0.0, f64::max);
+    assert!(diff < 1e-6, "accumulation moved the weights differently by {diff}");
+}
+
+#[test]
+fn a_run_learns_the_responses_and_never_the_prompts() {
+    let dir = scratch("responses");
+    let (_, tok) = dataset(&dir, 160, 64);
+    let eos = train::data::eos_id(&corpus::tokenize::load(&tok).unwrap()).unwrap();
+    let mut trainer = Trainer::new(sft_config(&dir, &tok, eos, 80, 4, 1), None, Device::Cpu).unwrap();
     let before = trainer.validate()["qa"];
     let outcome = trainer.train(false).unwrap();
     let after = outcome.val_loss["qa"];
