@@ -376,6 +376,10 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Ask generation tasks (GSM8K-style question/answer, context/answer) through the chat
+    /// template and check the assistant's reply: for instruction-tuned checkpoints.
+    #[arg(long)]
+    pub chat: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
 }

@@ -260,12 +260,15 @@ fn the_sft_experiment_runs_end_to_end_at_a_tiny_size() {
             ("SEQ", "128"),
             ("LOO_STEPS", "2"),
             ("SFT_STEPS", "2"),
+            ("GSM8K_ITEMS", "2"),
         ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "sft-experiment failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Δ matrix") && stdout.contains("loo − uniform"), "{stdout}");
+    // GSM8K-test asked through the chat template, from the bundled compressed file.
+    assert!(stdout.contains("GSM8K-test through the chat template (2 problems"), "{stdout}");
     let comparison: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).unwrap()).unwrap();
     let arms: Vec<&String> = comparison["runs"].as_object().unwrap().keys().collect();

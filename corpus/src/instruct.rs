@@ -13,7 +13,7 @@
 //! with its file, line and reason, never dropped silently.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
@@ -121,14 +121,12 @@ pub fn read_source(source: &InstructSource) -> Result<DomainData> {
     let files = files(source)?;
     let mut data = DomainData { domain: source.domain.clone(), files: files.clone(), ..Default::default() };
     for path in &files {
-        let bytes_read = AtomicU64::new(0);
-        let mut reader = crate::ingest::open_decoded(path, &bytes_read)?;
         if is_task_file(path) {
-            let mut text = String::new();
-            reader.read_to_string(&mut text).at(path)?;
-            read_task_file(path, &text, source, &mut data)?;
+            read_task_file(path, &crate::ingest::read_text(path)?, source, &mut data)?;
             continue;
         }
+        let bytes_read = AtomicU64::new(0);
+        let mut reader = crate::ingest::open_decoded(path, &bytes_read)?;
         let mut line = String::new();
         let mut number = 0u64;
         loop {

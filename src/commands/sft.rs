@@ -291,7 +291,9 @@ fn score_tasks(trainer: &Trainer, tasks: &[(String, Vec<Item>)]) -> Result<BTree
     };
     tasks
         .iter()
-        .map(|(name, items)| Ok((name.clone(), train::eval::evaluate(&trainer.model, &tokenizer, name, items)?.acc)))
+        .map(|(name, items)| {
+            Ok((name.clone(), train::eval::evaluate_chat(&trainer.model, &tokenizer, name, items)?.acc))
+        })
         .collect()
 }
 

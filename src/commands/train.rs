@@ -485,6 +485,8 @@ pub struct Scoring<'a> {
     pub tasks: &'a [std::path::PathBuf],
     pub limit: Option<usize>,
     pub device: &'a str,
+    /// Ask generation items through the chat template (instruction-tuned models).
+    pub chat: bool,
 }
 
 /// What [`score`] measured.
@@ -514,6 +516,13 @@ pub fn score(checkpoint: &Path, s: &Scoring) -> Result<Scores> {
     // they cannot be found the user is told, not left with a table that silently lacks them.
     let shards_dir = match (s.shards, &state, &step_dir) {
         (Some(dir), _, _) => Some(dir.to_path_buf()),
+        (None, Some(st), _) if st.config.sft.is_some() => {
+            eprintln!(
+                "note: an instruction fine-tune: its held-out instruction scores are in its summary.json; pass \
+                 --shards to score corpus validation windows"
+            );
+            None
+        }
         (None, Some(st), Some(dir)) => {
             let run = dir.parent().and_then(Path::parent).unwrap_or(dir);
             match checkpoint::locate(run, &st.config.shards, &st.config.shards_ref, "shards") {
@@ -550,7 +559,8 @@ pub fn score(checkpoint: &Path, s: &Scoring) -> Result<Scores> {
     for path in s.tasks {
         let items = eval::read_task(path, s.limit)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        scores.tasks.push(eval::evaluate(&loaded.model, &tokenizer, &name, &items)?);
+        let score = if s.chat { eval::evaluate_chat } else { eval::evaluate };
+        scores.tasks.push(score(&loaded.model, &tokenizer, &name, &items)?);
     }
     Ok(scores)
 }
@@ -576,6 +586,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         tasks: &args.tasks,
         limit: args.limit,
         device: &args.device,
+        chat: args.chat,
     };
     let scores = score(&args.checkpoint, &scoring)?;
     let mut out = std::io::stdout().lock();

@@ -451,6 +451,7 @@ fn long_context_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> 
         tasks: &tasks,
         limit: None,
         device: &ctx.recipe.train.device,
+        chat: false,
     };
     let mut models = std::collections::BTreeMap::new();
     for (name, checkpoint) in [("before", ctx.path(layout::TRAIN)), ("after", dir.join("model")), ("teacher", teacher)]
@@ -690,6 +691,7 @@ fn eval_scoring<'a>(ctx: &'a Ctx, shards: &'a std::path::Path) -> commands::trai
         tasks: &e.tasks,
         limit: e.limit,
         device: &ctx.recipe.train.device,
+        chat: false,
     }
 }
 

@@ -52,7 +52,8 @@ pub struct TaskScore {
 
 /// Reads a task file, naming the line of any item it can't use.
 pub fn read_task(path: &Path, limit: Option<usize>) -> Result<Vec<Item>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // Plain, or compressed by extension (`.gz`, `.zst`), as the demo's GSM8K test set is.
+    let text = corpus::ingest::read_text(path)?;
     let mut items = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         if limit.is_some_and(|n| items.len() >= n) {
@@ -226,6 +227,41 @@ pub fn evaluate(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> R
         perplexity: has_ppl.then(|| (-ll_sum / ll_tokens.max(1) as f64).exp()),
         rank_acc: has_needles.then(|| ranked as f64 / needles.len() as f64),
         grid: has_needles.then(|| crate::niah::grid(&needles, &needle_scores)),
+    })
+}
+
+/// Scores a task on an instruction-tuned model: generation items (`question`/`answer` math,
+/// `context`/`answer`) are asked as the user's turn through the chat template and the reply (to
+/// `<|im_end|>`) is checked as [`evaluate`] checks a completion (math: the last number; short
+/// answers: the first line, normalized). Other item shapes are scored as [`evaluate`] does.
+pub fn evaluate_chat(model: &Llama, tok: &Tokenizer, task: &str, items: &[Item]) -> Result<TaskScore> {
+    if !items.iter().all(|i| matches!(i, Item::Math { .. } | Item::Generate { .. })) {
+        return evaluate(model, tok, task, items);
+    }
+    let greedy = generate::Sampling { temperature: 0.0, top_k: 0, seed: 0 };
+    let ask =
+        |q: &str, max: usize| generate::chat(model, tok, &[corpus::instruct::Message::new("user", q)], max, greedy);
+    let mut hits = 0usize;
+    for (k, item) in items.iter().enumerate() {
+        let at = |e: Error| Error::Data(format!("task {task}, item {}: {e}", k + 1));
+        hits += usize::from(match item {
+            Item::Math { question, answer } => last_number(&ask(question, 256).map_err(at)?).as_deref() == Some(answer),
+            Item::Generate { context, answers } => {
+                let reply = ask(context, 32).map_err(at)?;
+                let got = normalize_answer(reply.lines().next().unwrap_or_default());
+                answers.iter().any(|a| normalize_answer(a) == got)
+            }
+            _ => unreachable!("checked above"),
+        });
+    }
+    Ok(TaskScore {
+        task: task.to_string(),
+        items: items.len(),
+        acc: hits as f64 / items.len().max(1) as f64,
+        acc_norm: None,
+        perplexity: None,
+        rank_acc: None,
+        grid: None,
     })
 }
 

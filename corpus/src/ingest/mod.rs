@@ -223,6 +223,15 @@ pub fn detect_format(path: &Path) -> Option<Format> {
     }
 }
 
+/// A whole (small) text file, decompressed by extension (`.gz`, `.zst`): task files, instruction
+/// task files.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes_read = AtomicU64::new(0);
+    let mut text = String::new();
+    open_decoded(path, &bytes_read)?.read_to_string(&mut text).at(path)?;
+    Ok(text)
+}
+
 /// Opens a file, decompressing by extension (`.gz`: multi-member gzip; `.zst`/`.zstd`).
 pub(crate) fn open_decoded<'a>(path: &Path, bytes_read: &'a AtomicU64) -> Result<Box<dyn BufRead + Send + 'a>> {
     const BUF: usize = 1 << 18;
