@@ -232,7 +232,7 @@ pub fn sft_with(args: &SftArgs, sources: Vec<InstructSource>, out: &mut dyn Writ
             config.tokens_per_step(),
             args.out.display()
         );
-        let t = Trainer::new(config, Some(&args.out), device)?;
+        let t = Trainer::with_data(config, Some(dataset), Some(&args.out), device)?;
         // The starting model on the same held-out examples, for before/after.
         let em = t.exact_match();
         let before = Before { val_loss: t.validate(), exact_match: em.into_iter().map(|(d, (x, _))| (d, x)).collect() };
@@ -342,6 +342,8 @@ fn print_summary(out: &mut dyn Write, s: &SftSummary) -> Result<()> {
 /// Trains the leave-one-out runs, each a fine-tune in `runs/<index>`.
 struct LooProxy {
     base: TrainConfig,
+    /// The instruction data, read once for every run.
+    data: Dataset,
     dir: PathBuf,
     tasks: Vec<(String, Vec<Item>)>,
 }
@@ -358,7 +360,7 @@ impl LooProxy {
             }
             let mut config = self.base.clone();
             config.mixture = Mixture { weights: job.weights.clone(), max_epochs: BTreeMap::new() };
-            Trainer::new(config, Some(&run), Device::Cpu)?
+            Trainer::with_data(config, Some(self.data.clone()), Some(&run), Device::Cpu)?
         };
         let outcome = trainer.train(false)?;
         let summary = summarize(&trainer, outcome, score_tasks(&trainer, &self.tasks)?);
@@ -450,7 +452,7 @@ pub fn loo_with(
     let bar = crate::progress::bar(plan.runs.len() as u64, "fine-tunes", "runs");
     bar.set_position(done as u64);
     let tasks = read_tasks(&args.eval, args.eval_limit)?;
-    let proxy = LooProxy { base: base.clone(), dir: args.out.clone(), tasks };
+    let proxy = LooProxy { base: base.clone(), data: dataset, dir: args.out.clone(), tasks };
     let table = mixsim::run_swarm(&dir, &plan, &proxy, jobs, &LooBar(bar.clone()))?;
     bar.finish_and_clear();
     let result = reweigh(&table, &base_weights, rule)?;

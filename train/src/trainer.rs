@@ -171,12 +171,23 @@ impl Trainer {
     /// A fresh run. With `run`, metrics and checkpoints go there. With `config.init`, the
     /// weights start from its (single) parent, with a fresh optimizer and schedule.
     pub fn new(config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+        Trainer::with_data(config, None, run, device)
+    }
+
+    /// [`Trainer::new`] for an instruction run whose data the caller already loaded (from
+    /// `config.sft`, with the run's window), so it is not read and tokenized twice.
+    pub fn with_data(
+        config: TrainConfig,
+        data: Option<Dataset>,
+        run: Option<&Path>,
+        device: Device,
+    ) -> Result<Trainer> {
         if config.model.quant.is_some() && config.init.is_none() {
             return Err(Error::Config(
                 "a quantized model starts from a checkpoint (its scales come from the weights): pass --init".into(),
             ));
         }
-        let trainer = Trainer::build(config, run, device)?;
+        let trainer = Trainer::build(config, data, run, device)?;
         if let Some(init) = &trainer.config.init {
             let [parent] = init.parents.as_slice() else {
                 return Err(Error::Config("a run starts from one checkpoint (merge several first)".into()));
@@ -208,7 +219,7 @@ impl Trainer {
     }
 
     /// The model (random from `seed`), optimizer, loader and teacher of a run.
-    fn build(mut config: TrainConfig, run: Option<&Path>, device: Device) -> Result<Trainer> {
+    fn build(mut config: TrainConfig, data: Option<Dataset>, run: Option<&Path>, device: Device) -> Result<Trainer> {
         if let Some(run) = run {
             refuse_used_run(run)?;
             config.shards_ref = InputRef::of(&config.shards, run);
@@ -229,7 +240,10 @@ impl Trainer {
                         "instruction tuning learns from the responses; it takes no teacher".into(),
                     ));
                 }
-                let data = Dataset::load(&sft.sources, &sft.tokenizer, sft.val_fraction, config.loader.seq_len + 1)?;
+                let data = match data {
+                    Some(data) => data,
+                    None => Dataset::load(&sft.sources, &sft.tokenizer, sft.val_fraction, config.loader.seq_len + 1)?,
+                };
                 if sft.fingerprint.is_empty() {
                     sft.fingerprint = data.fingerprint.clone();
                 } else if sft.fingerprint != data.fingerprint {
@@ -343,7 +357,7 @@ impl Trainer {
 
     fn new_without_metrics(config: TrainConfig, run: &Path, device: Device) -> Result<Trainer> {
         // The weights come from the run's own checkpoint, not from its parent.
-        let mut t = Trainer::build(config, None, device)?;
+        let mut t = Trainer::build(config, None, None, device)?;
         t.run = Some(run.to_path_buf());
         Ok(t)
     }

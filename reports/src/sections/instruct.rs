@@ -86,22 +86,28 @@ pub fn section(run: &Run) -> Result<Option<Section>> {
         let rms: Vec<f64> = (0..l.metrics.len())
             .map(|m| (l.delta.iter().map(|r| r[m] * r[m]).sum::<f64>() / l.domains.len().max(1) as f64).sqrt())
             .collect();
-        let scaled: Vec<Vec<f64>> = l
-            .delta
-            .iter()
-            .map(|r| r.iter().zip(&rms).map(|(x, s)| if *s > 0.0 { x / s } else { 0.0 }).collect())
-            .collect();
+        // Metrics no removal moved (every Δ 0: exact match at a size that answers nothing) carry no
+        // signal; the rule leaves them out, and so does the figure.
+        let live: Vec<usize> = (0..l.metrics.len()).filter(|&m| rms[m] > 0.0).collect();
+        let scaled: Vec<Vec<f64>> = l.delta.iter().map(|r| live.iter().map(|&m| r[m] / rms[m]).collect()).collect();
         let mut csv = Csv::new(&["removed", "metric", "delta", "delta_over_rms"]);
         for (d, (raw, sc)) in l.domains.iter().zip(l.delta.iter().zip(&scaled)) {
-            for (m, (x, y)) in l.metrics.iter().zip(raw.iter().zip(sc)) {
-                csv.row(&[Cell::S(d), Cell::S(m), Cell::F(*x), Cell::F(*y)]);
+            for (&m, y) in live.iter().zip(sc) {
+                csv.row(&[Cell::S(d), Cell::S(&l.metrics[m]), Cell::F(raw[m]), Cell::F(*y)]);
             }
         }
         let rows: Vec<String> = l.domains.iter().map(|d| format!("without {d}")).collect();
-        let svg = plot::heatmap("What removing a domain costs (Δ / RMS)", &rows, &l.metrics, &scaled)?;
+        let columns: Vec<String> = live.iter().map(|&m| l.metrics[m].clone()).collect();
+        let dropped = l.metrics.len() - live.len();
+        let note = if dropped > 0 {
+            format!(" {dropped} metrics no removal moved (every Δ 0) are left out, as the rule leaves them out.")
+        } else {
+            String::new()
+        };
+        let svg = plot::heatmap("What removing a domain costs (Δ / RMS)", &rows, &columns, &scaled)?;
         s.blocks.push(figure(
             "instruct-loo",
-            "Leave-one-out Δ per metric, each divided by its RMS over domains: red where removing the domain made the metric worse (the domain helps), blue where it made it better.",
+            format!("Leave-one-out Δ per metric, each divided by its RMS over domains: red where removing the domain made the metric worse (the domain helps), blue where it made it better.{note}"),
             svg,
             csv.finish(),
         ));
