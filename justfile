@@ -5,9 +5,13 @@
 demo *ARGS:
     scripts/demo {{ARGS}}
 
-# The data-mix simulator end to end: 24 proxies, a proposal, three mixtures trained at 4x the proxy budget (5 seeds).
+# The data-mix simulator end to end: a swarm with replicated anchors, a proposal, then the proposal, uniform and natural trained at 4x the proxy tokens (8 seeds, paired differences with 95% intervals).
 mix-experiment:
     scripts/mix-experiment
+
+# How far the proposal moves across swarm seeds, with and without replicates, argmin vs bagged.
+mix-stability:
+    scripts/mix-stability
 
 # Specialists annealed from the main job's model, merged by each method and search, scored per domain (3 seeds).
 merge-experiment:

@@ -562,6 +562,11 @@ pub struct MixSwarmArgs {
     /// Items per task.
     #[arg(long)]
     pub task_limit: Option<usize>,
+    /// Each anchor mixture (prior, natural, uniform, UniMax) is trained this many times in all,
+    /// with seeds SEED, SEED+1, …: the spread measures seed noise, which `mix propose` puts in
+    /// its intervals (1: no replicates, noise unmeasured).
+    #[arg(long, default_value_t = 3)]
+    pub replicates: usize,
     /// Proxies trained at once, each on one thread (0 = one per core, or per --threads). One
     /// thread per proxy keeps the runs table the same bytes whatever --jobs and --threads.
     #[arg(long, default_value_t = 0)]
@@ -593,9 +598,12 @@ pub struct MixProposeArgs {
     #[arg(long, default_value_t = 0.0)]
     pub kl_weight: f64,
     /// Minimise objective + RISK × its bootstrap std, so the proposal stays where the swarm
-    /// gives evidence (0: the predicted mean only).
+    /// gives evidence (0: the predicted mean only). Used by --aggregate argmin.
     #[arg(long, default_value_t = 1.0)]
     pub risk: f64,
+    /// How the mixture is chosen from the surrogates and their bootstrap members.
+    #[arg(long, value_enum, default_value_t = AggregateArg::Argmin)]
+    pub aggregate: AggregateArg,
     /// Round each domain's tokens to a multiple of this (default: target / 1000).
     #[arg(long)]
     pub quantum_tokens: Option<u64>,
@@ -662,6 +670,15 @@ pub struct MixFitArgs {
     /// Model file to write (JSON).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `--aggregate` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AggregateArg {
+    /// The minimiser of the surrogates' prediction (+ risk × bootstrap std).
+    Argmin,
+    /// The mean of each bootstrap member's minimiser: steadier on a noisy swarm.
+    Bagged,
 }
 
 /// `--surrogate` values.

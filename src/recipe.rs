@@ -74,6 +74,8 @@ pub struct Recipe {
 pub struct SwarmSection {
     /// Proxies, the anchor mixtures included.
     pub runs: usize,
+    /// Runs of each anchor mixture in all, one seed each (the spread is the seed noise).
+    pub replicates: usize,
     /// Training tokens per proxy.
     pub proxy_tokens: u64,
     /// Proxy model preset or config TOML.
@@ -98,6 +100,7 @@ impl Default for SwarmSection {
     fn default() -> Self {
         SwarmSection {
             runs: 24,
+            replicates: 3,
             proxy_tokens: 100_000,
             model: "tiny".into(),
             seq_len: 128,
@@ -124,6 +127,8 @@ pub struct ProposeSection {
     pub kl_weight: f64,
     /// Minimise mean + risk × bootstrap std.
     pub risk: f64,
+    /// argmin or bagged: how the surrogates' view becomes one mixture.
+    pub aggregate: String,
     /// `METRIC[=WEIGHT]` terms; empty: the mean of the per-domain validation losses.
     pub objective: Vec<String>,
     pub seed: u64,
@@ -136,6 +141,7 @@ impl Default for ProposeSection {
             bootstrap: 16,
             kl_weight: 0.0,
             risk: 1.0,
+            aggregate: "argmin".into(),
             objective: Vec::new(),
             seed: 0,
         }

@@ -168,6 +168,8 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
         swarm.to_str().unwrap(),
         "--runs",
         "6",
+        "--replicates",
+        "2",
         "--proxy-tokens",
         "16000",
         "--target-tokens",
@@ -202,7 +204,12 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
     let resumed = ok(&arg_refs);
     assert!(resumed.contains(&format!("{} already done", before.len())), "{resumed}");
     let after = data_rows(&runs_csv);
-    assert_eq!(after.len(), 6);
+    // The 6 designed runs, then each distinct anchor again with seed 1 (uniform and UniMax may
+    // coincide once the caps are applied).
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(swarm.join("plan.json")).unwrap()).unwrap();
+    let planned = plan["runs"].as_array().unwrap().len();
+    assert!((8..=10).contains(&planned) && after.len() == planned, "{planned} planned, {} ran", after.len());
+    assert!(after.iter().any(|r| r.starts_with("run000-seed1,")), "{after:?}");
     for row in &before {
         assert!(after.contains(row), "finished run changed on resume: {row}");
     }
@@ -230,7 +237,17 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
         proposal.to_str().unwrap(),
     ]);
     assert!(printed.contains("predicted objective") && printed.contains("uniform"), "{printed}");
+    // The replicated anchors give the seed noise; every baseline gets a gain with intervals on
+    // the proxies' stated scale.
+    assert!(printed.contains("seed noise of the objective: std") && printed.contains("proxy scale"), "{printed}");
     let p = mixsim::Proposal::load(&proposal).unwrap();
+    let noise = p.seed_noise.expect("measured on the replicates");
+    assert!(noise.std > 0.0 && noise.dof == planned - 6, "{noise:?}");
+    for name in ["natural", "uniform", "unimax"] {
+        let gain = &p.gains[name];
+        let ([lo, hi], [lo1, hi1]) = (gain.interval.unwrap(), gain.one_run_interval.unwrap());
+        assert!(lo <= gain.mean && gain.mean <= hi && lo1 < lo && hi < hi1, "{name}: {gain:?}");
+    }
     assert!((p.weights.values().sum::<f64>() - 1.0).abs() < 1e-9);
     for (d, e) in &p.epochs {
         assert!(*e <= 2.0 + 1e-12, "{d} read {e} epochs past the cap of 2");
@@ -272,4 +289,53 @@ fn swarm_resumes_after_kill_then_proposes_and_materializes() {
     materialize(&proposal, &shards, "40000", &mixed);
     let again = corpus::shards::Shards::open(&mixed).unwrap();
     assert_eq!(again.manifest().mixture.as_ref().unwrap().tokens, 40_000);
+}
+
+/// Runs one of the simulator's experiment scripts at a tiny size on the demo shards.
+fn tiny_script(script: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new("bash")
+        .arg(manifest_dir().join("scripts").join(script))
+        .envs([
+            ("MIXFORGE_BIN", env!("CARGO_BIN_EXE_mixforge")),
+            ("OUT", dir.to_str().unwrap()),
+            ("SHARDS", crate::common::demo_shards().to_str().unwrap()),
+            ("RUNS", "4"),
+            ("REPLICATES", "2"),
+            ("PROXY_TOKENS", "4096"),
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn the_mix_experiment_and_stability_scripts_run_at_a_tiny_size() {
+    let dir = scratch("mix-experiment");
+    let stdout =
+        tiny_script("mix-experiment", &dir, &[("TARGET_TOKENS", "8192"), ("SEEDS", "0 1"), ("ARMS", "uniform")]);
+    assert!(stdout.contains("paired difference proposal − baseline over 2 seeds"), "{stdout}");
+    let comparison: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("comparison.json")).unwrap()).unwrap();
+    let paired = &comparison["paired"]["uniform"];
+    assert_eq!(paired["differences"].as_object().unwrap().len(), 2);
+    let [lo, hi] = [0, 1].map(|k| paired["interval"][k].as_f64().unwrap());
+    let mean = paired["mean"].as_f64().unwrap();
+    assert!(lo <= mean && mean <= hi, "{paired}");
+    // Equal tokens between the paired arms.
+    let tokens = |arm: &str| {
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("train-{arm}-seed0/summary.json"))).unwrap())
+                .unwrap();
+        summary["tokens"].as_u64().unwrap()
+    };
+    assert_eq!(tokens("proposal"), tokens("uniform"));
+
+    let stability = scratch("mix-stability");
+    let stdout = tiny_script("mix-stability", &stability, &[("SWARM_SEEDS", "0 1")]);
+    assert!(stdout.contains("designed runs, argmin") && stdout.contains("all runs, bagged"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&stability);
 }

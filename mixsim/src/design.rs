@@ -47,12 +47,8 @@ pub fn design(budget: &Budget, config: &DesignConfig) -> Result<Vec<Vec<f64>>> {
     let (lo, hi) = (budget.lower(), budget.upper());
     let mut runs: Vec<Vec<f64>> = Vec::with_capacity(config.runs);
     if config.anchors {
-        for anchor in [config.prior.clone(), budget.natural(), budget.uniform(), budget.unimax()] {
-            let w = simplex::project(&anchor, &lo, &hi);
-            if runs.len() < config.runs && !runs.iter().any(|r| simplex::same(r, &w)) {
-                runs.push(w);
-            }
-        }
+        runs = anchors(budget, &config.prior);
+        runs.truncate(config.runs);
     }
     let mut rng = SplitMix64::new(config.seed);
     let mut draw = 0usize;
@@ -72,6 +68,20 @@ pub fn design(budget: &Budget, config: &DesignConfig) -> Result<Vec<Vec<f64>>> {
         runs.push(w);
     }
     Ok(runs)
+}
+
+/// The distinct anchor mixtures a design starts with: the prior, natural, uniform and UniMax,
+/// each projected into the budget's bounds.
+pub fn anchors(budget: &Budget, prior: &[f64]) -> Vec<Vec<f64>> {
+    let (lo, hi) = (budget.lower(), budget.upper());
+    let mut out: Vec<Vec<f64>> = Vec::new();
+    for anchor in [prior.to_vec(), budget.natural(), budget.uniform(), budget.unimax()] {
+        let w = simplex::project(&anchor, &lo, &hi);
+        if !out.iter().any(|r| simplex::same(r, &w)) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 /// One Dirichlet draw with `α = c · D · prior` over the domains that may take weight (`hi > 0`,

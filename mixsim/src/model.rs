@@ -105,7 +105,7 @@ impl FittedModel {
     }
 
     /// Adds `members` copies of the surrogate, each fitted on a resample (with replacement)
-    /// of the runs; seeded.
+    /// of the runs; seeded. Members whose fit predicts non-finite values are left out.
     pub fn with_bootstrap(mut self, table: &RunsTable, members: usize, seed: u64) -> Result<FittedModel> {
         let (x, y) = table.xy(&self.target)?;
         let mut rng = SplitMix64::new(seed);
@@ -128,6 +128,9 @@ impl FittedModel {
                 .collect();
             handles.into_iter().flat_map(|h| h.join().expect("a bootstrap fit panicked")).collect()
         });
+        // A resample can leave a fit degenerate (too few distinct runs for a law's exponents):
+        // such a member predicts non-finite values and would turn every spread into NaN.
+        self.bootstrap.retain(|m| x.iter().all(|w| m.predict(w).is_finite()));
         Ok(self)
     }
 

@@ -39,6 +39,10 @@ pub struct Space<'a> {
 
 /// The feasible mixture with the lowest `objective` found, and its value.
 pub fn minimise(space: &Space<'_>, objective: &dyn Fn(&[f64]) -> f64, config: &SearchConfig) -> (Vec<f64>, f64) {
+    // A surrogate that overflows somewhere must not win there: NaN sorts anywhere (a negative
+    // NaN first), so every non-finite value counts as the worst.
+    let objective = |w: &[f64]| Some(objective(w)).filter(|v| v.is_finite()).unwrap_or(f64::INFINITY);
+    let objective = &objective;
     let (lo, hi) = (space.lo, space.hi);
     let mut rng = SplitMix64::new(config.seed);
     let mut scored: Vec<(f64, Vec<f64>)> = Vec::with_capacity(config.candidates + space.anchors.len());

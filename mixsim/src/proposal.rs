@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget::Budget;
 use crate::error::{Error, Result};
 use crate::model::FittedModel;
+use crate::noise::{SeedNoise, t95};
 use crate::optimize::{self, SearchConfig, Space};
 use crate::rounding::round_tokens;
 use crate::simplex;
@@ -41,6 +42,60 @@ pub struct ProposeConfig {
     pub quantum: u64,
     /// Search settings.
     pub search: SearchConfig,
+    /// How the bootstrap members' views become one mixture.
+    pub aggregate: Aggregate,
+    /// Seed noise of the objective, measured on replicated runs; widens the gains' intervals.
+    pub seed_noise: Option<SeedNoise>,
+    /// What the predictions are on, in words (e.g. the proxies' size and tokens).
+    pub scale: String,
+}
+
+/// How the proposal is chosen from the fitted surrogates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// The minimiser of the surrogates' prediction (+ risk × bootstrap std).
+    Argmin,
+    /// The mean of each bootstrap member's minimiser (bagging): a noisy swarm moves one
+    /// minimiser a lot, the mean of many far less.
+    Bagged,
+}
+
+impl Aggregate {
+    /// The name written in the proposal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Argmin => "argmin",
+            Aggregate::Bagged => "bagged",
+        }
+    }
+}
+
+/// Predicted gain of the proposal over a baseline (baseline − proposal on the objective, so
+/// positive = the proposal is better), on the scale the surrogates were fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gain {
+    /// The surrogates' predicted gain.
+    pub mean: f64,
+    /// Bootstrap spread of the gain (member-wise differences: both mixtures seen by one member),
+    /// as 1.4826 × the median absolute deviation so one member's wild extrapolation cannot
+    /// dominate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surrogate_std: Option<f64>,
+    /// 95 % interval of the expected gain from the surrogates' uncertainty (the bootstrap refits
+    /// on resampled noisy runs, so the seed noise in the swarm is part of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
+    /// 95 % interval of the difference one run of each mixture would show: surrogate
+    /// uncertainty plus twice the measured seed variance, with Student's t on the noise's dof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_run_interval: Option<[f64; 2]>,
+    /// Seeds per mixture a paired comparison needs to detect this gain (5 % two-sided, 80 %
+    /// power) given the measured seed noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds_for_power: Option<u64>,
+    /// `better`, `worse` or `not distinguishable` (the expected-gain interval against 0).
+    pub verdict: String,
 }
 
 /// A predicted value with its bootstrap spread.
@@ -111,6 +166,23 @@ pub struct Proposal {
     pub leave_one_out: BTreeMap<String, f64>,
     /// `natural`, `uniform`, `unimax` (and `prior` when given), predicted the same way.
     pub baselines: BTreeMap<String, Baseline>,
+    /// What the predictions are on: values are on the surrogates' training scale (the proxies),
+    /// not the target run's.
+    #[serde(default)]
+    pub scale: String,
+    /// How the mixture was chosen (`argmin` or `bagged`).
+    #[serde(default)]
+    pub aggregate: String,
+    /// Seed noise of the objective, when the runs repeat mixtures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_noise: Option<SeedNoise>,
+    /// Predicted gain over each baseline, with intervals.
+    #[serde(default)]
+    pub gains: BTreeMap<String, Gain>,
+    /// Std over bootstrap members of each member's own best mixture, by domain: how far the
+    /// proposal could move on another swarm of the same size.
+    #[serde(default)]
+    pub bootstrap_spread: BTreeMap<String, f64>,
 }
 
 /// Proposes a mixture for `budget`. `models` must hold one fitted model per objective metric,
@@ -130,21 +202,15 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
         }
         terms.push((model, *weight));
     }
-    let objective = |w: &[f64]| -> f64 {
-        let predicted: f64 = terms.iter().map(|(m, a)| a * m.predict(w)).sum();
-        predicted + config.kl_weight * simplex::kl(w, &config.prior)
-    };
+    let predicted = |w: &[f64]| -> f64 { terms.iter().map(|(m, a)| a * m.predict(w)).sum() };
+    let objective = |w: &[f64]| -> f64 { predicted(w) + config.kl_weight * simplex::kl(w, &config.prior) };
     // Bootstrap member b of every metric saw the same resample, so member-wise sums are draws
     // of the whole objective and their spread is its uncertainty.
     let members = terms.iter().map(|(m, _)| m.bootstrap.len()).min().unwrap_or(0);
+    let member = |b: usize, w: &[f64]| -> f64 { terms.iter().map(|(m, a)| a * m.bootstrap[b].predict(w)).sum() };
     let objective_std = |w: &[f64]| -> Option<f64> {
-        if members < 2 {
-            return None;
-        }
-        let draws: Vec<f64> =
-            (0..members).map(|b| terms.iter().map(|(m, a)| a * m.bootstrap[b].predict(w)).sum()).collect();
-        let mean = draws.iter().sum::<f64>() / members as f64;
-        Some((draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (members - 1) as f64).sqrt())
+        let draws: Vec<f64> = (0..members).map(|b| member(b, w)).collect();
+        std_dev(&draws)
     };
     let cautious = |w: &[f64]| objective(w) + config.risk * objective_std(w).unwrap_or(0.0);
     let (lo, hi) = (budget.lower(), budget.upper());
@@ -156,7 +222,22 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
     ];
     let anchors: Vec<Vec<f64>> = baselines.iter().map(|(_, w)| w.clone()).collect();
     let space = Space { lo: &lo, hi: &hi, prior: &config.prior, anchors: &anchors };
-    let (best, _) = optimize::minimise(&space, &cautious, &config.search);
+    let (argmin, _) = optimize::minimise(&space, &cautious, &config.search);
+    let member_objective = |b: usize, w: &[f64]| member(b, w) + config.kl_weight * simplex::kl(w, &config.prior);
+    let member_best = member_minimisers(&space, members, &member_objective, &config.search);
+    let best = match config.aggregate {
+        Aggregate::Argmin => argmin,
+        Aggregate::Bagged if member_best.len() >= 2 => {
+            let n = budget.domains.len();
+            let mean: Vec<f64> =
+                (0..n).map(|j| member_best.iter().map(|w| w[j]).sum::<f64>() / member_best.len() as f64).collect();
+            // A mean of feasible points is feasible; the projection only absorbs rounding.
+            simplex::project(&mean, &lo, &hi)
+        }
+        Aggregate::Bagged => {
+            return Err(Error::Invalid("a bagged proposal needs at least 2 bootstrap members per metric".into()));
+        }
+    };
 
     let min_tokens: Vec<u64> = lo.iter().map(|l| (l * budget.target_tokens as f64).ceil() as u64).collect();
     let tokens = round_tokens(&best, budget.target_tokens, config.quantum, &budget.cap_tokens(), &min_tokens)?;
@@ -167,7 +248,12 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
         terms.iter().map(|(m, _)| (m.target.clone(), prediction(m.predict(w), m.std(w)))).collect()
     };
     let (utility, leave_one_out) = utilities(&weights, &lo, &hi, &objective);
-    let mut baseline_table = BTreeMap::new();
+    let gain = |base: &[f64]| -> Gain {
+        let mean = predicted(base) - predicted(&weights);
+        let draws: Vec<f64> = (0..members).map(|b| member(b, base) - member(b, &weights)).collect();
+        gain_with_noise(mean, robust_std(&draws).map(|(s, n)| (s, n - 1)), config.seed_noise)
+    };
+    let (mut baseline_table, mut gains) = (BTreeMap::new(), BTreeMap::new());
     for (name, w) in &baselines {
         if *name == "prior" && baselines[..3].iter().any(|(_, b)| simplex::same(b, w)) {
             continue;
@@ -176,7 +262,11 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
             name.to_string(),
             Baseline { weights: budget.named(w), objective: objective(w), predicted: predict(w) },
         );
+        gains.insert(name.to_string(), gain(w));
     }
+    let spread: Vec<f64> = (0..budget.domains.len())
+        .map(|j| std_dev(&member_best.iter().map(|w| w[j]).collect::<Vec<_>>()).unwrap_or(0.0))
+        .collect();
     let capped = |j: usize| budget.max_epochs[j].map(|c| (budget.domains[j].clone(), c));
     Ok(Proposal {
         format_version: PROPOSAL_FORMAT_VERSION,
@@ -198,6 +288,104 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
         utility: budget.named(&utility),
         leave_one_out: budget.named(&leave_one_out),
         baselines: baseline_table,
+        scale: config.scale.clone(),
+        aggregate: config.aggregate.name().to_string(),
+        seed_noise: config.seed_noise,
+        gains,
+        bootstrap_spread: if member_best.is_empty() { BTreeMap::new() } else { budget.named(&spread) },
+    })
+}
+
+/// Sample standard deviation of the finite values (a member that overflows at a point says
+/// nothing there); `None` below two.
+fn std_dev(values: &[f64]) -> Option<f64> {
+    Some(std_count(values)?.0)
+}
+
+/// A standard deviation that one wild member cannot inflate: 1.4826 × the median absolute
+/// deviation (equal to the std for normal draws). A mixing law refitted on a resample can
+/// extrapolate absurdly outside the swarm (a baseline past a cap), and the plain std of 16
+/// members would then be that one member's error. Also returns the count of finite values.
+fn robust_std(values: &[f64]) -> Option<(f64, usize)> {
+    let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() < 2 {
+        return None;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+    };
+    let centre = median(&mut finite);
+    let mut deviations: Vec<f64> = finite.iter().map(|v| (v - centre).abs()).collect();
+    Some((1.4826 * median(&mut deviations), finite.len()))
+}
+
+/// [`std_dev`] and how many values it is over.
+fn std_count(values: &[f64]) -> Option<(f64, usize)> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() < 2 {
+        return None;
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let var = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() - 1) as f64;
+    Some((var.sqrt(), finite.len()))
+}
+
+/// Two-sided 5 % and 80 % power quantiles of the normal, for the seeds a paired test needs.
+const Z_ALPHA: f64 = 1.959_964;
+const Z_POWER: f64 = 0.841_621;
+
+/// A gain's intervals and verdict from its surrogate spread (std, dof: members − 1; Student's t,
+/// as 16 members estimate a std loosely) and the measured seed noise.
+pub fn gain_with_noise(mean: f64, surrogate: Option<(f64, usize)>, noise: Option<SeedNoise>) -> Gain {
+    let surrogate_std = surrogate.map(|(s, _)| s);
+    let interval = surrogate.map(|(s, dof)| [mean - t95(dof) * s, mean + t95(dof) * s]);
+    // One run of each mixture adds the seed variance twice (independent noise per run).
+    let one_run_interval = noise.map(|n| {
+        let half = t95(n.dof) * (surrogate_std.unwrap_or(0.0).powi(2) + 2.0 * n.std * n.std).sqrt();
+        [mean - half, mean + half]
+    });
+    let seeds_for_power = noise.filter(|n| mean > 0.0 && n.std > 0.0).map(|n| {
+        let seeds = (Z_ALPHA + Z_POWER).powi(2) * 2.0 * n.std * n.std / (mean * mean);
+        seeds.ceil().clamp(2.0, 1e9) as u64
+    });
+    let verdict = match interval {
+        Some([lo, _]) if lo > 0.0 => "better",
+        Some([_, hi]) if hi < 0.0 => "worse",
+        Some(_) => "not distinguishable",
+        None => "unknown (no bootstrap members)",
+    };
+    Gain { mean, surrogate_std, interval, one_run_interval, seeds_for_power, verdict: verdict.to_string() }
+}
+
+/// Each bootstrap member's own best mixture (a smaller search than the main one), members in
+/// parallel; the same whatever the thread count, as each member's search has its own seed.
+fn member_minimisers(
+    space: &Space<'_>,
+    members: usize,
+    objective: &(dyn Fn(usize, &[f64]) -> f64 + Sync),
+    search: &SearchConfig,
+) -> Vec<Vec<f64>> {
+    if members < 2 {
+        return Vec::new();
+    }
+    let one = |b: usize| {
+        let config = SearchConfig {
+            candidates: (search.candidates / 4).max(500),
+            polish: 2,
+            seed: search.seed.wrapping_add(1 + b as u64),
+        };
+        let (w, value) = optimize::minimise(space, &|w: &[f64]| objective(b, w), &config);
+        value.is_finite().then_some(w)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(members);
+    let per_thread = members.div_ceil(threads);
+    let chunks: Vec<Vec<usize>> = (0..members).collect::<Vec<_>>().chunks(per_thread).map(<[usize]>::to_vec).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            chunks.iter().map(|chunk| scope.spawn(move || chunk.iter().map(|&b| one(b)).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a member's search panicked")).flatten().collect()
     })
 }
 

@@ -2,14 +2,16 @@
 
 /// Vigna's SplitMix64; good enough for shuffles and row sampling, and the same on every platform.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator started from `seed`.
+    pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -18,12 +20,12 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1) from the top 53 bits.
-    pub(crate) fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Fisher–Yates shuffle.
-    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = (self.next_u64() % (i as u64 + 1)) as usize;
             items.swap(i, j);
@@ -31,14 +33,14 @@ impl SplitMix64 {
     }
 
     /// Standard normal (Box–Muller; one of the pair is dropped for simplicity).
-    pub(crate) fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let u = 1.0 - self.next_f64();
         let v = self.next_f64();
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 
     /// Gamma(shape, 1) by Marsaglia–Tsang, boosting shapes below one.
-    pub(crate) fn gamma(&mut self, shape: f64) -> f64 {
+    pub fn gamma(&mut self, shape: f64) -> f64 {
         if shape < 1.0 {
             let u = 1.0 - self.next_f64();
             return self.gamma(shape + 1.0) * u.powf(1.0 / shape);
@@ -59,7 +61,7 @@ impl SplitMix64 {
     }
 
     /// A Dirichlet draw with concentrations `alpha` (each > 0).
-    pub(crate) fn dirichlet(&mut self, alpha: &[f64]) -> Vec<f64> {
+    pub fn dirichlet(&mut self, alpha: &[f64]) -> Vec<f64> {
         let g: Vec<f64> = alpha.iter().map(|&a| self.gamma(a).max(f64::MIN_POSITIVE)).collect();
         let sum: f64 = g.iter().sum();
         g.iter().map(|x| x / sum).collect()

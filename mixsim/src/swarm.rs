@@ -61,6 +61,10 @@ pub struct SwarmPlan {
     pub proxy: serde_json::Value,
     /// `(index, weights)` per run.
     pub runs: Vec<(String, Vec<f64>)>,
+    /// Runs trained with another seed than [`SwarmPlan::seed`]: the replicates that measure
+    /// seed noise (see [`SwarmPlan::replicate`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub run_seeds: BTreeMap<String, u64>,
 }
 
 impl SwarmPlan {
@@ -72,7 +76,21 @@ impl SwarmPlan {
             weights: self.domains.iter().cloned().zip(weights.iter().copied()).collect(),
             tokens: self.proxy_tokens,
             data_fraction: (self.proxy_tokens as f64 / self.target_tokens as f64).min(1.0),
-            seed: self.seed,
+            seed: self.run_seeds.get(index).copied().unwrap_or(self.seed),
+        }
+    }
+
+    /// Adds `copies − 1` more runs of each of the first `first` mixtures (the anchors), with
+    /// seeds `seed + 1`, `seed + 2`, …: the same mixture trained again, so the spread of their
+    /// metrics is the seed noise the surrogates and the proposal's intervals account for.
+    pub fn replicate(&mut self, first: usize, copies: usize) {
+        let originals: Vec<(String, Vec<f64>)> = self.runs.iter().take(first).cloned().collect();
+        for r in 1..copies as u64 {
+            for (index, weights) in &originals {
+                let name = format!("{index}-seed{}", self.seed + r);
+                self.run_seeds.insert(name.clone(), self.seed + r);
+                self.runs.push((name, weights.clone()));
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::design::demo_like_budget;
 
 /// Per-domain loss `c_j + exp(t_j · w_j)` with a little cross-domain transfer: convex, with a
 /// known optimum, so a proposal can be checked against the truth.
-fn true_losses(w: &[f64]) -> Vec<f64> {
+pub fn true_losses(w: &[f64]) -> Vec<f64> {
     // Code and wiki matter most: the optimum (~0.55 code, ~0.43 wiki) is far from every baseline.
     let scale = [1.2, 2.0, 2.5, 0.8, 1.6];
     let floor = [3.0, 2.0, 1.5, 3.5, 2.8];
@@ -28,7 +28,7 @@ fn true_losses(w: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-fn true_objective(w: &[f64]) -> f64 {
+pub fn true_objective(w: &[f64]) -> f64 {
     let l = true_losses(w);
     l.iter().sum::<f64>() / l.len() as f64
 }
@@ -61,13 +61,13 @@ impl ProxyTrainer for Formula {
     }
 }
 
-struct Quiet;
+pub struct Quiet;
 
 impl SwarmProgress for Quiet {
     fn finished(&self, _: &mixsim::Run, _: usize, _: usize) {}
 }
 
-fn plan(budget: &Budget, runs: usize) -> SwarmPlan {
+pub fn plan(budget: &Budget, runs: usize) -> SwarmPlan {
     let config = DesignConfig {
         runs,
         prior: budget.natural(),
@@ -88,6 +88,7 @@ fn plan(budget: &Budget, runs: usize) -> SwarmPlan {
             .enumerate()
             .map(|(k, w)| (format!("run{k:03}"), w))
             .collect(),
+        run_seeds: BTreeMap::new(),
     }
 }
 
@@ -160,6 +161,9 @@ fn proposal_beats_baselines_on_the_true_objective_and_respects_caps() {
         prior: budget.natural(),
         quantum: 1000,
         search: SearchConfig { candidates: 5000, ..SearchConfig::default() },
+        aggregate: mixsim::Aggregate::Argmin,
+        seed_noise: None,
+        scale: "formula".into(),
     };
     let proposal = propose(&budget, &models, &config).unwrap();
     let w: Vec<f64> = budget.domains.iter().map(|d| proposal.weights[d]).collect();

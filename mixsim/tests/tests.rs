@@ -4,6 +4,7 @@ mod common;
 mod design;
 mod metrics;
 mod model;
+mod noise;
 mod rounding;
 mod runs;
 mod surrogates;

@@ -10,13 +10,13 @@ use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use mixsim::model::{CvFile, CvMetric};
 use mixsim::{
-    Budget, DesignConfig, FittedModel, MaterializeConfig, Proposal, ProposeConfig, ProxyJob, ProxyTrainer, RunsTable,
-    SearchConfig, SurrogateKind, SwarmDir, SwarmPlan, SwarmProgress,
+    Aggregate, Budget, DesignConfig, FittedModel, MaterializeConfig, Proposal, ProposeConfig, ProxyJob, ProxyTrainer,
+    RunsTable, SearchConfig, SurrogateKind, SwarmDir, SwarmPlan, SwarmProgress,
 };
 use train::ModelConfig;
 use train::proxy::ProxySpec;
 
-use crate::cli::{BudgetArgs, MixCommand, MixProposeArgs, MixSwarmArgs, SurrogateArg};
+use crate::cli::{AggregateArg, BudgetArgs, MixCommand, MixProposeArgs, MixSwarmArgs, SurrogateArg};
 
 /// The metric every swarm records and `propose` optimises by default: the mean over domains of
 /// the per-domain validation loss.
@@ -228,7 +228,7 @@ pub fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Resul
         task_limit: args.task_limit,
         data_fraction: 1.0,
     };
-    let plan = SwarmPlan {
+    let mut plan = SwarmPlan {
         format_version: mixsim::swarm::PLAN_FORMAT_VERSION,
         domains: budget.domains.clone(),
         proxy_tokens: args.proxy_tokens,
@@ -236,19 +236,24 @@ pub fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Resul
         seed: args.seed,
         proxy: serde_json::to_value(&spec).context("describing the proxy")?,
         runs: mixtures.into_iter().enumerate().map(|(k, w)| (format!("run{k:03}"), w)).collect(),
+        run_seeds: BTreeMap::new(),
     };
+    let anchors = mixsim::design::anchors(&budget, &design.prior).len().min(args.runs);
+    plan.replicate(anchors, args.replicates.max(1));
     let dir = SwarmDir::new(&args.out)?;
     let done = dir.finished()?.map_or(0, |t| t.rows.len());
     // Proxies run in parallel, each on one libtorch thread: more intra-op threads would change
     // the order of float sums, and with it the last digits of every metric.
     let cores = if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    let jobs = if args.jobs == 0 { cores } else { args.jobs }.clamp(1, args.runs);
+    let jobs = if args.jobs == 0 { cores } else { args.jobs }.clamp(1, plan.runs.len());
     tch::set_num_threads(1);
     writeln!(
         out,
-        "swarm: {} proxies ({} params, {} tokens each, {:.3} of every domain) for a {}-token target, {jobs} at a time; \
-         {done} already done",
+        "swarm: {} proxies ({} designed, {} replicates of the {anchors} anchors for seed noise; {} params, {} tokens \
+         each, {:.3} of every domain) for a {}-token target, {jobs} at a time; {done} already done",
         plan.runs.len(),
+        args.runs,
+        plan.runs.len() - args.runs,
         model.param_count(),
         args.proxy_tokens,
         plan.job(0).data_fraction,
@@ -324,6 +329,7 @@ pub fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
         "objective: {}",
         objective.iter().map(|(m, w)| format!("{w:.3} × {m}")).collect::<Vec<_>>().join(" + ")
     )?;
+    let seed_noise = mixsim::noise::objective_noise(&table, &objective)?;
     let config = ProposeConfig {
         objective,
         kl_weight: args.kl_weight,
@@ -331,6 +337,12 @@ pub fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
         prior,
         quantum: args.quantum_tokens.unwrap_or((budget.target_tokens / 1000).max(1)),
         search: SearchConfig { seed: args.seed, ..SearchConfig::default() },
+        aggregate: match args.aggregate {
+            AggregateArg::Argmin => Aggregate::Argmin,
+            AggregateArg::Bagged => Aggregate::Bagged,
+        },
+        seed_noise,
+        scale: scale_of(&table),
     };
     let proposal = mixsim::propose(&budget, &models, &config)?;
     proposal.save(&args.out)?;
@@ -350,6 +362,62 @@ pub fn propose(args: &MixProposeArgs, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
+/// The gain over each baseline with its intervals, and plainly whether it is distinguishable.
+fn print_gains(p: &Proposal, out: &mut impl Write) -> Result<()> {
+    match p.seed_noise {
+        Some(n) => writeln!(
+            out,
+            "seed noise of the objective: std {:.4} (from {} mixtures run more than once, {} dof)",
+            n.std, n.mixtures, n.dof
+        )?,
+        None => writeln!(
+            out,
+            "seed noise: not measured (no mixture in the runs table was run twice; mix swarm --replicates 3 does)"
+        )?,
+    }
+    let range = |i: Option<[f64; 2]>| i.map_or("-".to_string(), |[lo, hi]| format!("{lo:+.4} … {hi:+.4}"));
+    writeln!(
+        out,
+        "{:<9} {:>9}  {:<21} {:<21} {:<20} seeds for 80% power",
+        "gain over", "predicted", "95% expected", "95% one run each", "verdict"
+    )?;
+    for (name, g) in &p.gains {
+        let seeds = g.seeds_for_power.map_or("-".to_string(), |s| s.to_string());
+        writeln!(
+            out,
+            "{name:<9} {:>+9.4}  {:<21} {:<21} {:<20} {seeds}",
+            g.mean,
+            range(g.interval),
+            range(g.one_run_interval),
+            g.verdict
+        )?;
+    }
+    let unclear: Vec<&str> = p.gains.iter().filter(|(_, g)| g.verdict != "better").map(|(n, _)| n.as_str()).collect();
+    if !unclear.is_empty() {
+        writeln!(
+            out,
+            "the proposal is not distinguishable from (or worse than) {} on this swarm: a different seed could rank \
+             them the other way",
+            unclear.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// What the runs' values are: the proxies' losses at their own size, which a target run of
+/// another size does not share (RegMix relies on the ranking transferring, not the values).
+fn scale_of(table: &RunsTable) -> String {
+    let single = |name: &str| -> Option<f64> {
+        let k = table.scales.iter().position(|s| s == name)?;
+        let first = table.rows.first()?.scale[k];
+        table.rows.iter().all(|r| r.scale[k] == first).then_some(first)
+    };
+    match (single("params"), single("tokens")) {
+        (Some(p), Some(t)) => format!("proxy scale ({p} params, {t} tokens): proxy losses, not the target's"),
+        _ => "the runs table's scale (its proxies' metrics, not the target's)".to_string(),
+    }
+}
+
 fn print_proposal(p: &Proposal, out: &mut impl Write) -> Result<()> {
     let names = ["natural", "uniform", "unimax"];
     write!(out, "{:<12} {:>9}", "domain", "proposal")?;
@@ -366,18 +434,28 @@ fn print_proposal(p: &Proposal, out: &mut impl Write) -> Result<()> {
         let loo = p.leave_one_out.get(d).map_or("n/a".into(), |v| format!("{v:+.4}"));
         writeln!(out, " {:>8.3} {cap:>6} {:>+9.4} {loo:>9}", p.epochs[d], p.utility[d])?;
     }
+    if !p.bootstrap_spread.is_empty() {
+        let spread: Vec<String> = p.bootstrap_spread.iter().map(|(d, s)| format!("{d} {s:.3}")).collect();
+        writeln!(out, "spread of the bootstrap members' own best mixtures (std): {}", spread.join(", "))?;
+    }
+    writeln!(out, "predictions are on the {}", p.scale)?;
     match p.objective_std {
-        Some(s) => {
-            writeln!(out, "predicted objective: proposal {:.4} ± {s:.4} (bootstrap std)", p.predicted_objective)?
+        Some(s) => writeln!(
+            out,
+            "predicted objective: proposal {:.4} ± {s:.4} (bootstrap std; chosen by {})",
+            p.predicted_objective, p.aggregate
+        )?,
+        None => {
+            writeln!(out, "predicted objective: proposal {:.4} (chosen by {})", p.predicted_objective, p.aggregate)?
         }
-        None => writeln!(out, "predicted objective: proposal {:.4}", p.predicted_objective)?,
     }
     for (name, b) in &p.baselines {
         writeln!(out, "                     {name:<8} {:.4}", b.objective)?;
     }
-    if p.risk > 0.0 {
+    if p.risk > 0.0 && p.aggregate == "argmin" {
         writeln!(out, "(the search minimised mean + {} × bootstrap std; utility and drop Δ are on the mean)", p.risk)?;
     }
+    print_gains(p, out)?;
     for (metric, pred) in &p.predicted {
         match pred.interval {
             Some([lo, hi]) => writeln!(out, "{metric}: {:.4} (95% bootstrap interval {lo:.4} … {hi:.4})", pred.mean)?,

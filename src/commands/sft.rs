@@ -435,6 +435,7 @@ pub fn loo_with(
         seed: base.seed,
         proxy: described,
         runs,
+        run_seeds: BTreeMap::new(),
     };
     let dir = SwarmDir::new(&args.out)?;
     let done = dir.finished()?.map_or(0, |t| t.rows.len());

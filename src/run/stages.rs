@@ -14,7 +14,9 @@ use reports::stages::{EvalFile, EvalRow, StageMetric};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use crate::cli::{BudgetArgs, CapPolicyArg, MixProposeArgs, MixSwarmArgs, SurrogateArg, TeacherPackingArg, TrainArgs};
+use crate::cli::{
+    AggregateArg, BudgetArgs, CapPolicyArg, MixProposeArgs, MixSwarmArgs, SurrogateArg, TeacherPackingArg, TrainArgs,
+};
 use crate::commands;
 use crate::progress::Bars;
 use crate::recipe::Recipe;
@@ -241,6 +243,7 @@ fn swarm_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         budget: budget(ctx),
         out: ctx.path(layout::SWARM),
         runs: s.runs,
+        replicates: s.replicates,
         proxy_tokens: s.proxy_tokens,
         concentrations: s.concentrations.clone(),
         model: s.model.clone(),
@@ -265,6 +268,8 @@ fn propose_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
     let surrogate = SurrogateArg::from_str(&p.surrogate, true).map_err(|_| {
         anyhow::anyhow!("[propose] surrogate = {:?}: expected auto, gbdt, mixing-law, linear or ensemble", p.surrogate)
     })?;
+    let aggregate = AggregateArg::from_str(&p.aggregate, true)
+        .map_err(|_| anyhow::anyhow!("[propose] aggregate = {:?}: expected argmin or bagged", p.aggregate))?;
     std::fs::create_dir_all(ctx.path(layout::PROPOSE))?;
     let args = MixProposeArgs {
         runs: ctx.path(layout::SWARM).join("runs.csv"),
@@ -274,6 +279,7 @@ fn propose_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         bootstrap: p.bootstrap,
         kl_weight: p.kl_weight,
         risk: p.risk,
+        aggregate,
         quantum_tokens: None,
         seed: p.seed,
         out: ctx.path(layout::PROPOSAL),
