@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -119,15 +120,7 @@ impl FittedModel {
             member.fit(&bx, &by);
             member
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(members.max(1));
-        let per_thread = members.div_ceil(threads).max(1);
-        self.bootstrap = std::thread::scope(|scope| {
-            let handles: Vec<_> = resamples
-                .chunks(per_thread)
-                .map(|chunk| scope.spawn(move || chunk.iter().map(fit_one).collect::<Vec<_>>()))
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("a bootstrap fit panicked")).collect()
-        });
+        self.bootstrap = resamples.par_iter().map(fit_one).collect();
         // A resample can leave a fit degenerate (too few distinct runs for a law's exponents):
         // such a member predicts non-finite values and would turn every spread into NaN.
         self.bootstrap.retain(|m| x.iter().all(|w| m.predict(w).is_finite()));

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Budget;
@@ -222,11 +223,10 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
     ];
     let anchors: Vec<Vec<f64>> = baselines.iter().map(|(_, w)| w.clone()).collect();
     let space = Space { lo: &lo, hi: &hi, prior: &config.prior, anchors: &anchors };
-    let (argmin, _) = optimize::minimise(&space, &cautious, &config.search);
     let member_objective = |b: usize, w: &[f64]| member(b, w) + config.kl_weight * simplex::kl(w, &config.prior);
     let member_best = member_minimisers(&space, members, &member_objective, &config.search);
     let best = match config.aggregate {
-        Aggregate::Argmin => argmin,
+        Aggregate::Argmin => optimize::minimise(&space, &cautious, &config.search).0,
         Aggregate::Bagged if member_best.len() >= 2 => {
             let n = budget.domains.len();
             let mean: Vec<f64> =
@@ -299,7 +299,12 @@ pub fn propose(budget: &Budget, models: &[FittedModel], config: &ProposeConfig) 
 /// Sample standard deviation of the finite values (a member that overflows at a point says
 /// nothing there); `None` below two.
 fn std_dev(values: &[f64]) -> Option<f64> {
-    Some(std_count(values)?.0)
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() < 2 {
+        return None;
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    Some((finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() - 1) as f64).sqrt())
 }
 
 /// A standard deviation that one wild member cannot inflate: 1.4826 × the median absolute
@@ -319,17 +324,6 @@ fn robust_std(values: &[f64]) -> Option<(f64, usize)> {
     let centre = median(&mut finite);
     let mut deviations: Vec<f64> = finite.iter().map(|v| (v - centre).abs()).collect();
     Some((1.4826 * median(&mut deviations), finite.len()))
-}
-
-/// [`std_dev`] and how many values it is over.
-fn std_count(values: &[f64]) -> Option<(f64, usize)> {
-    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if finite.len() < 2 {
-        return None;
-    }
-    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-    let var = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() - 1) as f64;
-    Some((var.sqrt(), finite.len()))
 }
 
 /// Two-sided 5 % and 80 % power quantiles of the normal, for the seeds a paired test needs.
@@ -379,14 +373,9 @@ fn member_minimisers(
         let (w, value) = optimize::minimise(space, &|w: &[f64]| objective(b, w), &config);
         value.is_finite().then_some(w)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(members);
-    let per_thread = members.div_ceil(threads);
-    let chunks: Vec<Vec<usize>> = (0..members).collect::<Vec<_>>().chunks(per_thread).map(<[usize]>::to_vec).collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            chunks.iter().map(|chunk| scope.spawn(move || chunk.iter().map(|&b| one(b)).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a member's search panicked")).flatten().collect()
-    })
+    // Collected in member order, so the same whatever the thread count.
+    let found: Vec<Option<Vec<f64>>> = (0..members).into_par_iter().map(one).collect();
+    found.into_iter().flatten().collect()
 }
 
 fn prediction(mean: f64, std: Option<f64>) -> Prediction {
