@@ -37,6 +37,10 @@ test:
 bench-corpus:
     bash bench/corpus.sh
 
+# The corpus run at 10 MB, 100 MB and 1 GB (planted duplicates), one core: time, memory, fitted exponents.
+bench-scale:
+    bash bench/scale.sh
+
 # Fuzz every reader of user input: CPU-seconds per target (default 30 CPU-minutes), two at a time.
 fuzz SECONDS="1800" *TARGETS:
     scripts/fuzz {{SECONDS}} {{TARGETS}}

@@ -94,9 +94,19 @@ def main():
             "datatrove": run_datatrove(corpus, work, "minhash", max(1, runs - 2)),
         },
     }
+    # Start-up: `mixforge` links no libtorch; `mixforge-torch` beside it does (as every command
+    # did before the split), so the pair shows what a corpus command no longer pays.
+    torch = os.path.join(os.path.dirname(binary), "mixforge-torch")
+    startup = {}
+    for name, exe in (("mixforge", binary), ("mixforge-torch", torch)):
+        samples = [timed([exe, "corpus", "--help"])[1:] for _ in range(10)]
+        startup[name] = {
+            "wall_s_median": statistics.median(w for w, _ in samples),
+            "peak_rss_mib": max(r for _, r in samples),
+        }
     # Our default (verified candidates, 16 x 8 of 128) for reference; not the like-for-like row.
     verified = run_mixforge(binary, corpus, work, "minhash-verified", ["dedup", "--no-exact"], 1)
-    report = {"corpus": corpus, "bytes": size, "runs": runs, "cases": {}}
+    report = {"corpus": corpus, "bytes": size, "runs": runs, "cases": {}, "startup_corpus_help": startup}
     print(f"corpus: {corpus} ({size:,} bytes); one core each; MB/s = file bytes / whole-process wall time\n")
     print(f"{'case':<15} {'tool':<10} {'wall median s':>13} {'MB/s/core':>10} {'peak RSS MiB':>13} {'removed':>8}")
     for case, tools in cases.items():
@@ -124,6 +134,8 @@ def main():
     v = summarize(v_results, size)
     v.update({"removed": len(v_removed), "removed_ids": v_removed, "command": v_cmd})
     report["minhash_default_verified"] = v
+    for name, s in startup.items():
+        print(f"`{name} corpus --help`: {s['wall_s_median'] * 1000:.0f} ms (median of 10), peak RSS {s['peak_rss_mib']:.0f} MiB")
     print(f"\nmixforge default MinHash (128 perms, 16x8, verified at Jaccard 0.8): {v['mb_per_s_per_core']} MB/s/core, removed {len(v_removed)}")
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(report, f, indent=2)

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash bench/setup_peer.sh
 .bench/venv/bin/python bench/make_corpus.py .bench/corpus.jsonl
-cargo build --release --bin mixforge
+cargo build --release
 .bench/venv/bin/python bench/bench_corpus.py "$MIXFORGE" .bench/corpus.jsonl .bench/corpus-runs "${RUNS:-3}"

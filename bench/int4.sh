@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --release --bin mixforge
+cargo build --release
 MODEL=${MODEL:-proxy-12m}
 SEQ=${SEQ:-256}
 THREADS=${THREADS:-2}

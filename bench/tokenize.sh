@@ -8,7 +8,7 @@ source scripts/env.sh
 bash bench/setup_peer.sh
 .bench/venv/bin/pip install --quiet "tokenizers==0.23.3"
 .bench/venv/bin/python bench/make_corpus.py .bench/corpus.jsonl
-cargo build --release --bin mixforge
+cargo build --release
 for tok in ../shared/data/tokenizers/llama-test-tokenizer.json ../shared/data/tokenizers/gpt-neo-test-tokenizer.json; do
   for threads in 1 2; do
     # Three processes per tool, alternating, five timed encodings each; medians compared.

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --release --bin mixforge
+cargo build --release
 THREADS="${THREADS:-2}"
 SHARDS=runs/demo/shards
 [ -f "$SHARDS/manifest.json" ] || "$MIXFORGE" corpus run recipes/demo.toml --out runs/demo >/dev/null

@@ -455,15 +455,6 @@ pub enum SchemeArg {
     Accel,
 }
 
-impl SchemeArg {
-    pub fn scheme(self) -> train::quant::Scheme {
-        match self {
-            SchemeArg::Cpu => train::quant::Scheme::Cpu,
-            SchemeArg::Accel => train::quant::Scheme::Accel,
-        }
-    }
-}
-
 /// `mixforge mix ...`
 #[derive(Debug, Subcommand)]
 pub enum MixCommand {

@@ -6,6 +6,7 @@ use corpus::pipeline::{Progress, Unit};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Draws one indicatif bar per stage.
+#[derive(Default)]
 pub struct Bars {
     bar: Mutex<Option<ProgressBar>>,
 }

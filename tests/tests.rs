@@ -6,6 +6,7 @@ mod corpus_cli;
 mod determinism_cli;
 mod fixtures_cli;
 mod hardening_cli;
+mod libtorch_split_cli;
 mod long_context_cli;
 mod merge_cli;
 mod mix_cli;

@@ -72,6 +72,14 @@ pub enum Error {
         /// The underlying error.
         source: tantivy::TantivyError,
     },
+    /// A user's input file (a mixture, …) is malformed.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
     /// A file this stage reads back (an earlier stage's output) is not what it should be.
     #[error("{path}: {reason}")]
     Corrupt {

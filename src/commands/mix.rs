@@ -1,29 +1,25 @@
-//! `mixforge mix import | fit | predict | swarm | propose | materialize`: the data-mix
-//! simulator. The swarm's proxies are trained here, through `mixsim::ProxyTrainer` wired to
-//! `train::proxy`, so mixsim itself never links libtorch.
+//! `mixforge mix import | fit | predict | propose | materialize`: the data-mix simulator's
+//! commands that need no libtorch. `mix swarm` and `mix loo` train models, so they run in
+//! `mixforge-torch` (`src/torch/commands/swarm.rs`), sharing `budget` and `prior` from here.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use indicatif::ProgressBar;
 use mixsim::model::{CvFile, CvMetric};
 use mixsim::{
-    Aggregate, Budget, DesignConfig, FittedModel, MaterializeConfig, Proposal, ProposeConfig, ProxyJob, ProxyTrainer,
-    RunsTable, SearchConfig, SurrogateKind, SwarmDir, SwarmPlan, SwarmProgress,
+    Aggregate, Budget, FittedModel, MaterializeConfig, Proposal, ProposeConfig, RunsTable, SearchConfig, SurrogateKind,
 };
-use train::ModelConfig;
-use train::proxy::ProxySpec;
 
-use crate::cli::{AggregateArg, BudgetArgs, MixCommand, MixProposeArgs, MixSwarmArgs, SurrogateArg};
+use crate::cli::{AggregateArg, BudgetArgs, MixCommand, MixProposeArgs, SurrogateArg};
 
 /// The metric every swarm records and `propose` optimises by default: the mean over domains of
 /// the per-domain validation loss.
-const AVG_VAL_LOSS: &str = "avg_val_loss";
+pub const AVG_VAL_LOSS: &str = "avg_val_loss";
 
-/// Runs one mix command; `threads` is the global `--threads` (0: all cores).
-pub fn run(command: MixCommand, threads: usize) -> Result<()> {
+/// Runs one mix command other than `swarm` and `loo` (see `needs_libtorch`).
+pub fn run(command: MixCommand) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match command {
         MixCommand::Import(args) => {
@@ -61,11 +57,8 @@ pub fn run(command: MixCommand, threads: usize) -> Result<()> {
             corpus::atomic::write_file(&args.out, csv.as_bytes())?;
             writeln!(stdout, "predicted {} for {} mixtures → {}", model.target, predicted.len(), args.out.display())?;
         }
-        MixCommand::Swarm(args) => swarm(&args, threads, &mut stdout)?,
         MixCommand::Propose(args) => propose(&args, &mut stdout)?,
-        MixCommand::Loo(args) => {
-            crate::commands::sft::loo(&args, threads, &mut stdout)?;
-        }
+        MixCommand::Swarm(_) | MixCommand::Loo(_) => unreachable!("mix swarm and loo run in mixforge-torch"),
         MixCommand::Materialize(args) => {
             let proposal = Proposal::load(&args.proposal)?;
             let config = MaterializeConfig {
@@ -133,19 +126,19 @@ fn fit(
     Ok((model.with_bootstrap(table, bootstrap, 0x626f_6f74)?, cv))
 }
 
-fn budget(args: &BudgetArgs) -> Result<Budget> {
+pub fn budget(args: &BudgetArgs) -> Result<Budget> {
     let cap = (args.max_epochs > 0.0).then_some(args.max_epochs);
     Budget::from_shards(&args.shards, args.target_tokens, cap, &BTreeMap::new(), args.min_weight)
         .with_context(|| format!("budget from {}", args.shards.display()))
 }
 
 /// `natural`, `uniform`, or a TOML file's `[weights]` in the budget's domain order.
-fn prior(name: &str, budget: &Budget) -> Result<Vec<f64>> {
+pub fn prior(name: &str, budget: &Budget) -> Result<Vec<f64>> {
     match name {
         "natural" => Ok(budget.natural()),
         "uniform" => Ok(budget.uniform()),
         path => {
-            let mixture = train::data::Mixture::from_toml_file(Path::new(path))
+            let mixture = corpus::shards::Mixture::from_toml_file(Path::new(path))
                 .with_context(|| format!("--prior {path}: expected natural, uniform or a TOML file with [weights]"))?;
             if let Some(d) = mixture.weights.keys().find(|d| !budget.domains.contains(d)) {
                 bail!("--prior {path} weights domain `{d}`, which the shards do not have");
@@ -155,122 +148,6 @@ fn prior(name: &str, budget: &Budget) -> Result<Vec<f64>> {
             Ok(w.iter().map(|x| x / sum).collect())
         }
     }
-}
-
-/// Trains proxies with the trainer's proxy API.
-struct TchProxy {
-    spec: ProxySpec,
-    params: u64,
-}
-
-impl ProxyTrainer for TchProxy {
-    fn train(&self, job: &ProxyJob) -> std::result::Result<BTreeMap<String, f64>, String> {
-        let spec = ProxySpec {
-            weights: job.weights.clone(),
-            tokens: job.tokens,
-            data_fraction: job.data_fraction,
-            seed: job.seed,
-            ..self.spec.clone()
-        };
-        let result = train::proxy::run(&spec).map_err(|e| e.to_string())?;
-        let mut metrics: BTreeMap<String, f64> =
-            result.val_loss.iter().map(|(d, loss)| (format!("{d}_val_loss"), *loss)).collect();
-        let mean = result.val_loss.values().sum::<f64>() / result.val_loss.len().max(1) as f64;
-        metrics.insert(AVG_VAL_LOSS.to_string(), mean);
-        metrics.extend(result.tasks.iter().map(|(t, acc)| (format!("{t}_acc"), *acc)));
-        Ok(metrics)
-    }
-
-    fn params(&self) -> u64 {
-        self.params
-    }
-}
-
-/// One bar for the swarm, its message the last run's average loss.
-struct SwarmBar(ProgressBar);
-
-impl SwarmProgress for SwarmBar {
-    fn finished(&self, run: &mixsim::Run, done: usize, _total: usize) {
-        self.0.set_position(done as u64);
-        self.0.set_message(format!("run {} done", run.index));
-    }
-}
-
-/// `mix swarm`: designs the swarm and trains its proxies (resuming a killed swarm in `--out`).
-pub fn swarm(args: &MixSwarmArgs, threads: usize, out: &mut impl Write) -> Result<()> {
-    let budget = budget(&args.budget)?;
-    let prior = prior(&args.budget.prior, &budget)?;
-    if args.proxy_tokens == 0 || args.runs == 0 {
-        bail!("--runs and --proxy-tokens must be positive");
-    }
-    let design = DesignConfig {
-        runs: args.runs,
-        prior,
-        concentrations: args.concentrations.clone(),
-        anchors: true,
-        seed: args.seed,
-    };
-    let mixtures = mixsim::design(&budget, &design)?;
-    let shards = corpus::shards::Shards::open(&args.budget.shards)?;
-    let mut model = ModelConfig::resolve(&args.model)?;
-    model.vocab_size = shards.manifest().vocab_size as usize;
-    let spec = ProxySpec {
-        shards: args.budget.shards.clone(),
-        model: model.clone(),
-        weights: BTreeMap::new(),
-        tokens: args.proxy_tokens,
-        seq_len: args.seq_len,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        seed: args.seed,
-        eval_sequences: args.eval_sequences,
-        tasks: args.task.clone(),
-        task_limit: args.task_limit,
-        data_fraction: 1.0,
-    };
-    let mut plan = SwarmPlan {
-        format_version: mixsim::swarm::PLAN_FORMAT_VERSION,
-        domains: budget.domains.clone(),
-        proxy_tokens: args.proxy_tokens,
-        target_tokens: budget.target_tokens,
-        seed: args.seed,
-        proxy: serde_json::to_value(&spec).context("describing the proxy")?,
-        runs: mixtures.into_iter().enumerate().map(|(k, w)| (format!("run{k:03}"), w)).collect(),
-        run_seeds: BTreeMap::new(),
-    };
-    let anchors = mixsim::design::anchors(&budget, &design.prior).len().min(args.runs);
-    plan.replicate(anchors, args.replicates.max(1));
-    let dir = SwarmDir::new(&args.out)?;
-    let done = dir.finished()?.map_or(0, |t| t.rows.len());
-    // Proxies run in parallel, each on one libtorch thread: more intra-op threads would change
-    // the order of float sums, and with it the last digits of every metric.
-    let cores = if threads > 0 { threads } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    let jobs = if args.jobs == 0 { cores } else { args.jobs }.clamp(1, plan.runs.len());
-    tch::set_num_threads(1);
-    writeln!(
-        out,
-        "swarm: {} proxies ({} designed, {} replicates of the {anchors} anchors for seed noise; {} params, {} tokens \
-         each, {:.3} of every domain) for a {}-token target, {jobs} at a time; {done} already done",
-        plan.runs.len(),
-        args.runs,
-        plan.runs.len() - args.runs,
-        model.param_count(),
-        args.proxy_tokens,
-        plan.job(0).data_fraction,
-        budget.target_tokens
-    )?;
-    let bar = crate::progress::bar(plan.runs.len() as u64, "proxies", "runs");
-    bar.set_position(done as u64);
-    let trainer = TchProxy { spec, params: model.param_count() };
-    let table = mixsim::run_swarm(&dir, &plan, &trainer, jobs, &SwarmBar(bar.clone()))?;
-    bar.finish_and_clear();
-    let m = table.metric_position(AVG_VAL_LOSS)?;
-    let (best, worst) = table
-        .rows
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(r.metrics[m]), hi.max(r.metrics[m])));
-    writeln!(out, "{} runs → {} (avg_val_loss {best:.4} … {worst:.4})", table.rows.len(), dir.runs_csv().display())?;
-    Ok(())
 }
 
 /// `METRIC[=WEIGHT]` terms. None given: the mean of the per-domain validation losses, each

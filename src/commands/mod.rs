@@ -1,11 +1,8 @@
-//! Command implementations: turn parsed flags into library configs and print results.
+//! Command implementations that need no libtorch: turn parsed flags into library configs and
+//! print results. The libtorch ones are in `src/torch/commands`.
 
-pub mod anneal;
 pub mod corpus;
-pub mod merge_search;
 pub mod mix;
-pub mod niah;
-pub mod sft;
+pub mod report;
 pub mod shards;
 pub mod tokenizer;
-pub mod train;

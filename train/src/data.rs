@@ -7,8 +7,8 @@
 //! where the previous sequence stopped (a long document spans sequences).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+pub use corpus::shards::Mixture;
 use corpus::shards::{DomainSegments, Shards};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -16,81 +16,6 @@ use tch::{Device, Kind, Tensor};
 use crate::model::Inputs;
 use crate::rng::Rng;
 use crate::{Error, Result};
-
-/// Domain weights and epoch caps: the part of a mix proposal the loader reads.
-///
-/// TOML: a `[weights]` table (domain = weight), and optionally `max_epochs = N` for every
-/// domain or a `[max_epochs]` table per domain. Other keys (a proposal's predictions,
-/// utilities, …) are ignored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mixture {
-    pub weights: BTreeMap<String, f64>,
-    #[serde(default)]
-    pub max_epochs: BTreeMap<String, f64>,
-}
-
-#[derive(Deserialize)]
-struct MixtureFile {
-    weights: BTreeMap<String, f64>,
-    #[serde(default)]
-    max_epochs: Option<toml::Value>,
-}
-
-impl Mixture {
-    pub fn from_toml_file(path: &Path) -> Result<Mixture> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let file: MixtureFile = toml::from_str(&text)
-            .map_err(|e| Error::format(path, format!("{} (a mixture needs a [weights] table)", e.message())))?;
-        let mut max_epochs = BTreeMap::new();
-        match file.max_epochs {
-            None => {}
-            Some(toml::Value::Float(x)) => {
-                max_epochs = file.weights.keys().map(|d| (d.clone(), x)).collect();
-            }
-            Some(toml::Value::Integer(x)) => {
-                max_epochs = file.weights.keys().map(|d| (d.clone(), x as f64)).collect();
-            }
-            Some(toml::Value::Table(t)) => {
-                for (d, v) in t {
-                    let x = v
-                        .as_float()
-                        .or_else(|| v.as_integer().map(|i| i as f64))
-                        .ok_or_else(|| Error::format(path, format!("max_epochs.{d} must be a number")))?;
-                    max_epochs.insert(d, x);
-                }
-            }
-            Some(_) => return Err(Error::format(path, "max_epochs must be a number or a table")),
-        }
-        let mixture = Mixture { weights: file.weights, max_epochs };
-        mixture.validate().map_err(|e| Error::format(path, e))?;
-        Ok(mixture)
-    }
-
-    fn validate(&self) -> std::result::Result<(), String> {
-        if let Some((d, w)) = self.weights.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
-            return Err(format!("weight of {d} is {w}; weights must be finite and non-negative"));
-        }
-        if self.weights.values().sum::<f64>() <= 0.0 {
-            return Err("the weights sum to zero".into());
-        }
-        if let Some((d, e)) = self.max_epochs.iter().find(|(_, e)| e.is_nan() || **e <= 0.0) {
-            return Err(format!("max_epochs of {d} is {e}; caps must be positive"));
-        }
-        Ok(())
-    }
-
-    /// Weights proportional to each domain's training tokens.
-    pub fn natural(shards: &Shards) -> Mixture {
-        let weights = shards.manifest().domains.iter().map(|(d, s)| (d.clone(), s.train_tokens as f64)).collect();
-        Mixture { weights, max_epochs: BTreeMap::new() }
-    }
-
-    /// Equal weights.
-    pub fn uniform(shards: &Shards) -> Mixture {
-        let weights = shards.manifest().domains.keys().map(|d| (d.clone(), 1.0)).collect();
-        Mixture { weights, max_epochs: BTreeMap::new() }
-    }
-}
 
 /// What to do when a domain is read past its epoch cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! written atomically and then a chunk marker (`<domain>/chunk-<k>.json`); a rerun skips every
 //! chunk whose marker names the same tokenizer.
 
+mod mixture;
 mod reader;
 mod segments;
 mod writer;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use mixture::Mixture;
 pub use reader::{Shard, Shards, TokenSlice};
 pub use segments::{DomainSegments, Segment};
 pub use writer::{ShardConfig, TokenizerChoice, write, write_shard};

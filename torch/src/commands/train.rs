@@ -19,7 +19,8 @@ use train::trainer::{self, TeacherPacking, TrainConfig, Trainer};
 use train::{AttnKind, ModelConfig};
 
 use crate::cli::{
-    CapPolicyArg, EvalArgs, ExportArgs, GenerateArgs, ModelChoice, ModelCommand, TeacherPackingArg, TrainArgs,
+    CapPolicyArg, EvalArgs, ExportArgs, GenerateArgs, ModelChoice, ModelCommand, SchemeArg, TeacherPackingArg,
+    TrainArgs,
 };
 
 pub fn doctor() -> Result<()> {
@@ -313,7 +314,7 @@ fn train_config(args: &TrainArgs, fresh: bool) -> Result<TrainConfig> {
     };
     let mut model = model;
     if let Some(scheme) = args.qat {
-        let mut quant = train::quant::QuantConfig::new(scheme.scheme());
+        let mut quant = train::quant::QuantConfig::new(scheme_of(scheme));
         quant.learnable_scales &= !args.fixed_scales;
         match &model.quant {
             // A PTQ/QAT checkpoint keeps its own choices (which layers) under the same scheme.
@@ -786,7 +787,7 @@ pub fn quantize(args: &crate::cli::QuantizeArgs, out: &mut dyn Write) -> Result<
             q.scheme.name()
         );
     }
-    let mut quant = train::quant::QuantConfig::new(args.scheme.scheme());
+    let mut quant = train::quant::QuantConfig::new(scheme_of(args.scheme));
     quant.embeddings = !args.keep_embeddings;
     let config = quant.apply(&source.config);
     let model = train::Llama::new(config.clone(), tch::Device::Cpu, 0, false)?;
@@ -820,4 +821,12 @@ pub fn quantize(args: &crate::cli::QuantizeArgs, out: &mut dyn Write) -> Result<
         written.display()
     )?;
     Ok(())
+}
+
+/// The trainer's scheme for the flag's value.
+pub fn scheme_of(arg: SchemeArg) -> train::quant::Scheme {
+    match arg {
+        SchemeArg::Cpu => train::quant::Scheme::Cpu,
+        SchemeArg::Accel => train::quant::Scheme::Accel,
+    }
 }

@@ -79,7 +79,7 @@ pub const STAGES: [Stage; 15] = [
 
 /// The quick preset (a minute or two on 2 cores: tests, first looks at a new corpus). The
 /// demo preset is the recipe defaults.
-const QUICK: &str = include_str!("../../recipes/presets/quick.toml");
+const QUICK: &str = include_str!("../../../recipes/presets/quick.toml");
 
 /// What a stage does with its existing outputs this time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -271,20 +271,4 @@ fn run_card(recipe: &Recipe, text: &str, args: &PipelineArgs, threads: usize) ->
         seeds,
         stages: STAGES.iter().filter(|s| stages::enabled(s.name, recipe)).map(|s| s.name.to_string()).collect(),
     })
-}
-
-/// `mixforge report RUN`.
-pub fn report(run: &Path) -> Result<()> {
-    let written = reports::write(run, None).with_context(|| format!("writing the report of {}", run.display()))?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "report: {}", written.html.display())?;
-    writeln!(stdout, "markdown: {}", written.markdown.display())?;
-    writeln!(
-        stdout,
-        "{} figures, {} data files in {}",
-        written.report.figures().len(),
-        written.report.data_files().len(),
-        written.html.parent().map_or(String::new(), |p| p.join("data").display().to_string())
-    )?;
-    Ok(())
 }

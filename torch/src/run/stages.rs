@@ -256,7 +256,7 @@ fn swarm_stage(ctx: &Ctx, log: &mut Vec<u8>) -> Result<Vec<StageMetric>> {
         jobs: 0,
         seed: s.seed,
     };
-    commands::mix::swarm(&args, ctx.threads, log)?;
+    commands::swarm::swarm(&args, ctx.threads, log)?;
     let table = mixsim::RunsTable::read_csv(&args.out.join("runs.csv"))?;
     let m = table.metric_position("avg_val_loss")?;
     let best = table.rows.iter().map(|r| r.metrics[m]).fold(f64::INFINITY, f64::min);
