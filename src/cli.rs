@@ -742,6 +742,15 @@ pub enum CorpusCommand {
     ///
     /// Example: mixforge corpus run recipes/demo.toml --out runs/demo
     Run(RunArgs),
+    /// Finish a sharded run: exact and near duplicates across every part, then the outputs of
+    /// a single-process run (kept/, profile, summary, manifest, rejects) in OUT.
+    ///
+    /// The parts come from `corpus run … --shard I/N --out OUT`, one per I in 0..N (on one
+    /// machine or as a Slurm array); the result equals `corpus run … --out OUT` but for timings.
+    ///
+    /// Example: for i in 0 1 2 3; do mixforge corpus run recipes/demo.toml --shard $i/4 --out runs/d; done
+    ///          mixforge corpus reduce --out runs/d
+    Reduce(ReduceArgs),
     /// Read and validate sources only; write kept/ (every readable document), rejects and
     /// accounting.
     Ingest(RunArgs),
@@ -847,6 +856,17 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// `mixforge corpus reduce`.
+#[derive(Debug, Args)]
+pub struct ReduceArgs {
+    /// The sharded run's directory (holding parts/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print manifest.json instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Inputs, outputs and stage settings shared by the corpus commands. Flags override the recipe.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -861,6 +881,11 @@ pub struct RunArgs {
     /// Output directory (created if missing) [default: runs/corpus].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Do one part of a sharded run: the first pass (read, profile, rules, dedup keys) over
+    /// input files I, I+N, I+2N, … into OUT/parts; `corpus reduce --out OUT` finishes once all N
+    /// parts exist. In a Slurm array: --shard ${SLURM_ARRAY_TASK_ID}/N.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// Fail on the first malformed record, naming file:line, instead of counting it.
     #[arg(long)]
     pub strict: bool,

@@ -13,5 +13,6 @@ mod mix_cli;
 mod qat_cli;
 mod run_cli;
 mod sft_cli;
+mod sharded_cli;
 mod shards_cli;
 mod train_cli;

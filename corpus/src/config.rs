@@ -285,7 +285,7 @@ impl DedupConfig {
 }
 
 /// Which stages a pipeline run performs (ingest always runs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stages {
     /// Compute the per-document signals of the profile table.
     pub profile: bool,
@@ -301,7 +301,7 @@ impl Stages {
 }
 
 /// A whole corpus run: sources, stage settings, and where outputs go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineConfig {
     /// The inputs.
     pub sources: Vec<SourceConfig>,
@@ -315,7 +315,8 @@ pub struct PipelineConfig {
     pub stages: Stages,
     /// Fail on the first malformed record instead of counting it.
     pub strict: bool,
-    /// Output directory.
+    /// Output directory (not part of a sharded run's recorded settings: each task names it).
+    #[serde(skip)]
     pub out: PathBuf,
     /// Documents per parallel batch; bounds memory held for text.
     pub batch_docs: usize,

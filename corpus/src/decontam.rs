@@ -37,7 +37,7 @@ fn default_ngram() -> usize {
 
 /// Where a match came from: the benchmark (index into [`EvalIndex::benchmarks`]) and the
 /// 0-based item (line) within its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Hit {
     /// Benchmark index.
     pub benchmark: u16,

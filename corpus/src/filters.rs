@@ -1,11 +1,13 @@
 //! Heuristic quality rules (Gopher quality and repetition, C4, FineWeb) over [`Signals`].
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::FilterConfig;
 use crate::signals::Signals;
 
 /// A quality rule. Its name appears in `filter_flags`, in `filter:<rule>` drop reasons and in
 /// per-rule counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Rule {
     /// Gopher: too few words.
@@ -95,7 +97,7 @@ impl Rule {
 }
 
 /// The set of rules a document failed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSet(u32);
 
 impl RuleSet {

@@ -2,12 +2,14 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A document's id: the index of its input file in the run (sources in recipe order, files
 /// sorted within a source) in the high 32 bits and its 0-based row in that file in the low 32.
 ///
 /// Ids are stable across runs of the same recipe, so profile tables, dedup clusters and shards
 /// join on them, and they sort in input order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DocId(u64);
 
 impl DocId {
@@ -44,9 +46,9 @@ impl fmt::Display for DocId {
 }
 
 /// Index of an input file within a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FileIdx(pub u32);
 
 /// Index of a source (a `[[sources]]` entry of the recipe) within a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceIdx(pub u16);

@@ -10,6 +10,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 
 use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::signals::Signals;
 pub const PROFILE_FORMAT_VERSION: u32 = 1;
 
 /// Why a document was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DropReason {
     /// Failed a quality rule (filter mode `drop`); the first failed rule.
     Filter(Rule),
@@ -47,7 +48,7 @@ impl DropReason {
 }
 
 /// Everything the pipeline keeps about one document between passes (never its text).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DocRecord {
     /// Its id.
     pub id: DocId,
@@ -186,7 +187,7 @@ fn columns(records: &[DocRecord], source_names: &[String], domains: &[String], b
         domain.append_value(&domains[s]);
         bytes.append_value(r.bytes);
         script.append_option(r.signals.as_ref().map(|s| s.script.name()));
-        lang.append_option(r.signals.as_ref().map(|s| s.lang_hint));
+        lang.append_option(r.signals.as_ref().map(|s| s.lang_hint.as_str()));
         flags.append_option(r.rules.names());
         contaminated_by.append_option(r.contamination.map(|hit| &benchmarks[usize::from(hit.benchmark)]));
         contaminated_item.append_option(r.contamination.map(|hit| u64::from(hit.item)));

@@ -3,7 +3,7 @@
 //! Definitions follow Gopher (Rae et al. 2021) as datatrove implements them, with words split
 //! on whitespace. Fractions are of characters unless a name says otherwise.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::hashing::{IdentityBuild, hash_bytes, mix};
 
@@ -16,7 +16,7 @@ const ENGLISH_COMMON: [&str; 24] = [
 ];
 
 /// Writing system of most letters in a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Script {
     /// Latin letters.
@@ -71,8 +71,32 @@ impl Script {
     }
 }
 
+/// What a document looks like: English-looking prose, source-like text, or undetermined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LangHint {
+    /// English-looking prose.
+    En,
+    /// Source-like text.
+    Code,
+    /// Neither.
+    #[default]
+    Und,
+}
+
+impl LangHint {
+    /// `en`, `code` or `und`, as in the profile table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LangHint::En => "en",
+            LangHint::Code => "code",
+            LangHint::Und => "und",
+        }
+    }
+}
+
 /// The signals of one document (a row of the profile table without its verdicts).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Signals {
     /// UTF-8 bytes.
     pub bytes: u64,
@@ -131,7 +155,7 @@ pub struct Signals {
     /// Majority script of the letters.
     pub script: Script,
     /// `en` for English-looking prose, `code` for source-like text, else `und`.
-    pub lang_hint: &'static str,
+    pub lang_hint: LangHint,
 }
 
 /// Reusable buffers, one per worker thread.
@@ -337,11 +361,11 @@ fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
     s.stop_words = stop;
     s.symbol_word_ratio = frac(symbols, words);
     s.lang_hint = if s.script == Script::Latin && frac(common, words) >= 0.08 {
-        "en"
+        LangHint::En
     } else if s.symbol_frac > 0.08 && looks_like_code(text) {
-        "code"
+        LangHint::Code
     } else {
-        "und"
+        LangHint::Und
     };
 }
 
@@ -515,8 +539,8 @@ mod tests {
     #[test]
     fn script_and_language_hints() {
         assert_eq!(signals("Привет мир, как дела").script, Script::Cyrillic);
-        assert_eq!(signals("the cat sat on the mat and it was happy with that").lang_hint, "en");
-        assert_eq!(signals("fn main() { let x = 1; println!(\"{x}\"); }").lang_hint, "code");
+        assert_eq!(signals("the cat sat on the mat and it was happy with that").lang_hint, LangHint::En);
+        assert_eq!(signals("fn main() { let x = 1; println!(\"{x}\"); }").lang_hint, LangHint::Code);
     }
 
     #[test]

@@ -5,9 +5,10 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use corpus::config::{DedupScope, FilterMode, PipelineConfig, Stages};
 use corpus::decontam::DecontamConfig;
+use corpus::pipeline::parts::{self, Shard};
 use corpus::pipeline::{self, RunReport};
 
-use crate::cli::{CorpusCommand, FilterModeArg, RunArgs, ScopeArg};
+use crate::cli::{CorpusCommand, FilterModeArg, ReduceArgs, RunArgs, ScopeArg};
 use crate::progress::Bars;
 use crate::recipe::{self, Recipe};
 
@@ -18,6 +19,7 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         CorpusCommand::Decode(args) => return super::shards::decode(&args),
         CorpusCommand::Index(args) => return super::shards::index(&args),
         CorpusCommand::Search(args) => return super::shards::search(&args),
+        CorpusCommand::Reduce(args) => return reduce(&args),
         CorpusCommand::Run(args) => (args, Stages::ALL),
         CorpusCommand::Ingest(args) => (args, Stages { profile: false, filter: false, dedup: false }),
         CorpusCommand::Profile(args) => (args, Stages { profile: true, filter: false, dedup: false }),
@@ -33,13 +35,39 @@ pub fn run(command: CorpusCommand) -> Result<()> {
     };
     let json = args.json;
     let full_run = stages == Stages::ALL;
+    let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
     let (config, later) = pipeline_config(args, stages)?;
+    if let Some(shard) = shard {
+        let part = parts::run_part(&config, shard, &Bars::new())
+            .with_context(|| format!("part {shard} of the corpus run in {}", config.out.display()))?;
+        writeln!(
+            std::io::stdout().lock(),
+            "part {shard}: {} input files, {} documents, {} malformed records → {}",
+            part.files,
+            part.docs,
+            part.rejected,
+            part.path.display()
+        )?;
+        return Ok(());
+    }
     let report =
         pipeline::run(&config, &Bars::new()).with_context(|| format!("corpus run into {}", config.out.display()))?;
     let mut text = render_report(&report, &config);
     if full_run {
         text.push_str(&super::shards::after_run(&config.out, &later)?);
     }
+    print_run(&config, &text, json)
+}
+
+/// `corpus reduce`: a sharded run's parts into the outputs of one run.
+fn reduce(args: &ReduceArgs) -> Result<()> {
+    let (config, report) = parts::reduce(&args.out, &Bars::new())
+        .with_context(|| format!("reducing the sharded corpus run in {}", args.out.display()))?;
+    print_run(&config, &render_report(&report, &config), args.json)
+}
+
+/// Prints the run's summary, or its manifest with `--json`.
+fn print_run(config: &PipelineConfig, text: &str, json: bool) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     if json {
         let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(config.out.join("manifest.json"))?)?;

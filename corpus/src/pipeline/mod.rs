@@ -5,6 +5,12 @@
 //! [`DocRecord`] plus dedup keys per document; pass 2 (only with verification) re-reads the
 //! documents that landed in an LSH bucket to get their shingle sets; pass 3 streams again to
 //! write the kept documents. Memory is bounded by the index, not the corpus.
+//!
+//! A sharded run ([`parts`]) splits pass 1 by input file across tasks and machines, then
+//! reduces: the same dedup, verdicts and outputs over every part, so the results equal a
+//! single-process run's.
+
+pub mod parts;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -98,9 +104,31 @@ pub struct RunReport {
 }
 
 /// Per-document results of pass 1 beyond the record: dedup keys.
+#[derive(Serialize, serde::Deserialize)]
 struct Keys {
     exact: u128,
     bands: Vec<u64>,
+}
+
+/// A malformed record met in pass 1: counted in the accounting, listed in `rejects.jsonl`.
+#[derive(Serialize, serde::Deserialize)]
+struct RejectEntry {
+    source: usize,
+    file: crate::ids::FileIdx,
+    line: u64,
+    code: String,
+    bytes: u64,
+    /// Its `rejects.jsonl` line.
+    json: String,
+}
+
+impl RejectEntry {
+    /// Writes its line and counts it.
+    fn record(&self, rejects: &mut AtomicFile, path: &std::path::Path, accounting: &mut Accounting) -> Result<()> {
+        writeln!(rejects, "{}", self.json).at(path)?;
+        accounting.update(self.source, |c| c.add_reject(&self.code, self.bytes));
+        Ok(())
+    }
 }
 
 /// Everything shared by the passes over the input.
@@ -121,140 +149,177 @@ fn only_temporary_files(dir: &std::path::Path) -> bool {
         .is_ok_and(|entries| entries.flatten().all(|e| e.file_name().to_string_lossy().starts_with('.')))
 }
 
+/// A run rewrites its outputs (and cleans `kept/`): only in a directory of its own.
+fn check_run_dir(out: &std::path::Path) -> Result<()> {
+    atomic::check_replaceable(out, "corpus run directory (no manifest.json, kept/ or parts/)", |d| {
+        d.join("manifest.json").is_file()
+            || d.join("kept").is_dir()
+            || d.join("parts").is_dir()
+            || only_temporary_files(d)
+    })?;
+    std::fs::create_dir_all(out).at(out)
+}
+
 /// Runs the configured stages and writes every output into `config.out`.
 pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport> {
     config.validate()?;
-    // A run rewrites its outputs (and cleans `kept/`): only in a directory of its own.
-    atomic::check_replaceable(&config.out, "corpus run directory (no manifest.json or kept/)", |d| {
-        d.join("manifest.json").is_file() || d.join("kept").is_dir() || only_temporary_files(d)
-    })?;
-    std::fs::create_dir_all(&config.out).at(&config.out)?;
-    let mut domains: Vec<String> = Vec::new();
-    let source_domain = config
-        .sources
-        .iter()
-        .map(|s| match domains.iter().position(|d| *d == s.domain) {
-            Some(i) => i as u32,
-            None => {
-                domains.push(s.domain.clone());
-                (domains.len() - 1) as u32
-            }
-        })
-        .collect();
-    let run = Run {
-        config,
-        files: ingest::expand_sources(&config.sources)?,
-        source_domain,
-        domains,
-        source_names: config.sources.iter().map(|s| s.display_name().to_string()).collect(),
-        evals: config.decontam.as_ref().map(EvalIndex::build).transpose()?,
-        progress,
-    };
-    let mut timings = BTreeMap::new();
-    let mut outputs = BTreeMap::new();
-    let mut accounting = Accounting {
-        sources: config
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SourceCounts {
-                name: s.display_name().to_string(),
-                domain: s.domain.clone(),
-                files: run
-                    .files
-                    .iter()
-                    .filter(|f| usize::from(f.source.0) == i)
-                    .map(|f| f.path.display().to_string())
-                    .collect(),
-                counts: Default::default(),
-            })
-            .collect(),
-        ..Accounting::default()
-    };
-
+    check_run_dir(&config.out)?;
+    let run = Run::new(config, progress)?;
+    let mut accounting = run.accounting();
     let started = Instant::now();
     let rejects_path = config.out.join("rejects.jsonl");
     let mut rejects = AtomicFile::create(&rejects_path)?;
-    let (mut records, keys) = run.analyze(&mut rejects, &mut accounting)?;
+    let files: Vec<&InputFile> = run.files.iter().collect();
+    let (records, keys) =
+        run.analyze(&files, &mut |reject: RejectEntry| reject.record(&mut rejects, &rejects_path, &mut accounting))?;
     rejects.commit()?;
-    outputs.insert("rejects".into(), "rejects.jsonl".into());
-    timings.insert("ingest_profile_filter".into(), started.elapsed().as_secs_f64());
-
-    let dedup_report = if config.stages.dedup && (config.dedup.exact || config.dedup.minhash) {
-        let started = Instant::now();
-        let report = run.deduplicate(&mut records, keys)?;
-        timings.insert("dedup".into(), started.elapsed().as_secs_f64());
-        Some(report)
-    } else {
-        None
-    };
-
-    let benchmarks: Vec<String> = run.evals.as_ref().map(|e| e.benchmarks().to_vec()).unwrap_or_default();
-    for r in &records {
-        let reason = r.drop.map(|d| d.name(&benchmarks));
-        let contaminated_by = r.contamination.map(|hit| benchmarks[usize::from(hit.benchmark)].as_str());
-        accounting.update(usize::from(r.source.0), |c| {
-            c.add_doc(r.bytes, reason.as_deref());
-            r.rules.iter().for_each(|rule| c.add_flag(rule.name()));
-            if let Some(benchmark) = contaminated_by {
-                c.add_contaminated(benchmark);
-            }
-        });
-    }
-    assert!(accounting.balances(), "every document is kept or dropped with a reason");
-
-    let started = Instant::now();
-    let picked = run.pick_examples(&records, &benchmarks);
-    let (kept_files, examples) = run.write_kept(&records, &picked)?;
-    write_examples(&config.out.join("examples.jsonl"), &examples)?;
-    outputs.insert("examples".into(), "examples.jsonl".into());
-    for (domain, path) in kept_files {
-        let rel = path.strip_prefix(&config.out).unwrap_or(&path).display().to_string();
-        outputs.insert(format!("kept/{domain}"), rel);
-    }
-    timings.insert("write_kept".into(), started.elapsed().as_secs_f64());
-
-    // The profile is written whatever the stages: its verdict columns say what happened to
-    // each document; its signal columns are null when signals were not computed.
-    let summary_rows;
-    {
-        let started = Instant::now();
-        // Both tables name rows by source; several sources may share one domain.
-        let source_domains: Vec<String> = config.sources.iter().map(|s| s.domain.clone()).collect();
-        profile::write(&config.out.join("profile.parquet"), &records, &run.source_names, &source_domains, &benchmarks)?;
-        let (mut table, rows) = summary::summarize(&records, &source_domains)?;
-        summary::write_parquet(&config.out.join("summary.parquet"), &mut table)?;
-        atomic::write_json(&config.out.join("summary.json"), &rows)?;
-        outputs.insert("profile".into(), "profile.parquet".into());
-        outputs.insert("summary".into(), "summary.parquet".into());
-        outputs.insert("summary_json".into(), "summary.json".into());
-        summary_rows = rows;
-        timings.insert("write_profile".into(), started.elapsed().as_secs_f64());
-    }
-    timings.insert("total".into(), timings.values().sum());
-
-    let manifest = Manifest {
-        format_version: MANIFEST_FORMAT_VERSION,
-        corpus_version: env!("CARGO_PKG_VERSION"),
-        stages: config.stages,
-        accounting,
-        filter: config.filter.clone(),
-        dedup: config.dedup.clone(),
-        dedup_report,
-        decontam: config.decontam.clone(),
-        eval_items: run
-            .evals
-            .as_ref()
-            .map(|e| e.benchmarks().iter().cloned().zip(e.item_counts().iter().copied()).collect())
-            .unwrap_or_default(),
-        timings,
-        outputs,
-    };
-    atomic::write_json(&config.out.join("manifest.json"), &manifest)?;
-    Ok(RunReport { manifest, summary: summary_rows })
+    run.finish(records, keys, accounting, started.elapsed().as_secs_f64())
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(config: &'a PipelineConfig, progress: &'a dyn Progress) -> Result<Run<'a>> {
+        let mut domains: Vec<String> = Vec::new();
+        let source_domain = config
+            .sources
+            .iter()
+            .map(|s| match domains.iter().position(|d| *d == s.domain) {
+                Some(i) => i as u32,
+                None => {
+                    domains.push(s.domain.clone());
+                    (domains.len() - 1) as u32
+                }
+            })
+            .collect();
+        Ok(Run {
+            config,
+            files: ingest::expand_sources(&config.sources)?,
+            source_domain,
+            domains,
+            source_names: config.sources.iter().map(|s| s.display_name().to_string()).collect(),
+            evals: config.decontam.as_ref().map(EvalIndex::build).transpose()?,
+            progress,
+        })
+    }
+
+    /// Empty counts for every source, naming its files.
+    fn accounting(&self) -> Accounting {
+        Accounting {
+            sources: self
+                .config
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SourceCounts {
+                    name: s.display_name().to_string(),
+                    domain: s.domain.clone(),
+                    files: self
+                        .files
+                        .iter()
+                        .filter(|f| usize::from(f.source.0) == i)
+                        .map(|f| f.path.display().to_string())
+                        .collect(),
+                    counts: Default::default(),
+                })
+                .collect(),
+            ..Accounting::default()
+        }
+    }
+
+    /// Everything after pass 1, given every document's record and keys in id order and the
+    /// rejects already counted: dedup, verdicts, kept documents, profile, summary, manifest.
+    fn finish(
+        &self,
+        mut records: Vec<DocRecord>,
+        keys: Vec<Keys>,
+        mut accounting: Accounting,
+        analysis_seconds: f64,
+    ) -> Result<RunReport> {
+        let (config, run) = (self.config, self);
+        let mut timings = BTreeMap::new();
+        let mut outputs = BTreeMap::new();
+        outputs.insert("rejects".into(), "rejects.jsonl".into());
+        timings.insert("ingest_profile_filter".into(), analysis_seconds);
+
+        let dedup_report = if config.stages.dedup && (config.dedup.exact || config.dedup.minhash) {
+            let started = Instant::now();
+            let report = run.deduplicate(&mut records, keys)?;
+            timings.insert("dedup".into(), started.elapsed().as_secs_f64());
+            Some(report)
+        } else {
+            None
+        };
+
+        let benchmarks: Vec<String> = run.evals.as_ref().map(|e| e.benchmarks().to_vec()).unwrap_or_default();
+        for r in &records {
+            let reason = r.drop.map(|d| d.name(&benchmarks));
+            let contaminated_by = r.contamination.map(|hit| benchmarks[usize::from(hit.benchmark)].as_str());
+            accounting.update(usize::from(r.source.0), |c| {
+                c.add_doc(r.bytes, reason.as_deref());
+                r.rules.iter().for_each(|rule| c.add_flag(rule.name()));
+                if let Some(benchmark) = contaminated_by {
+                    c.add_contaminated(benchmark);
+                }
+            });
+        }
+        assert!(accounting.balances(), "every document is kept or dropped with a reason");
+
+        let started = Instant::now();
+        let picked = run.pick_examples(&records, &benchmarks);
+        let (kept_files, examples) = run.write_kept(&records, &picked)?;
+        write_examples(&config.out.join("examples.jsonl"), &examples)?;
+        outputs.insert("examples".into(), "examples.jsonl".into());
+        for (domain, path) in kept_files {
+            let rel = path.strip_prefix(&config.out).unwrap_or(&path).display().to_string();
+            outputs.insert(format!("kept/{domain}"), rel);
+        }
+        timings.insert("write_kept".into(), started.elapsed().as_secs_f64());
+
+        // The profile is written whatever the stages: its verdict columns say what happened to
+        // each document; its signal columns are null when signals were not computed.
+        let summary_rows;
+        {
+            let started = Instant::now();
+            // Both tables name rows by source; several sources may share one domain.
+            let source_domains: Vec<String> = config.sources.iter().map(|s| s.domain.clone()).collect();
+            profile::write(
+                &config.out.join("profile.parquet"),
+                &records,
+                &run.source_names,
+                &source_domains,
+                &benchmarks,
+            )?;
+            let (mut table, rows) = summary::summarize(&records, &source_domains)?;
+            summary::write_parquet(&config.out.join("summary.parquet"), &mut table)?;
+            atomic::write_json(&config.out.join("summary.json"), &rows)?;
+            outputs.insert("profile".into(), "profile.parquet".into());
+            outputs.insert("summary".into(), "summary.parquet".into());
+            outputs.insert("summary_json".into(), "summary.json".into());
+            summary_rows = rows;
+            timings.insert("write_profile".into(), started.elapsed().as_secs_f64());
+        }
+        timings.insert("total".into(), timings.values().sum());
+
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            corpus_version: env!("CARGO_PKG_VERSION"),
+            stages: config.stages,
+            accounting,
+            filter: config.filter.clone(),
+            dedup: config.dedup.clone(),
+            dedup_report,
+            decontam: config.decontam.clone(),
+            eval_items: run
+                .evals
+                .as_ref()
+                .map(|e| e.benchmarks().iter().cloned().zip(e.item_counts().iter().copied()).collect())
+                .unwrap_or_default(),
+            timings,
+            outputs,
+        };
+        atomic::write_json(&config.out.join("manifest.json"), &manifest)?;
+        Ok(RunReport { manifest, summary: summary_rows })
+    }
+
     fn filter_mode(&self, source: usize) -> FilterMode {
         if !self.config.stages.filter {
             return FilterMode::Off;
@@ -285,8 +350,13 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Pass 1: read, compute signals, rules and dedup keys; count and write rejects.
-    fn analyze(&self, rejects: &mut AtomicFile, accounting: &mut Accounting) -> Result<(Vec<DocRecord>, Vec<Keys>)> {
+    /// Pass 1 over `files`: read, compute signals, rules and dedup keys; hand each malformed
+    /// record to `on_reject` (in file and line order).
+    fn analyze(
+        &self,
+        files: &[&InputFile],
+        on_reject: &mut dyn FnMut(RejectEntry) -> Result<()>,
+    ) -> Result<(Vec<DocRecord>, Vec<Keys>)> {
         let stages = self.config.stages;
         let dedup = &self.config.dedup;
         let analyzer = Analyzer {
@@ -300,8 +370,7 @@ impl Run<'_> {
         };
         let mut records = Vec::new();
         let mut keys = Vec::new();
-        let files: Vec<&InputFile> = self.files.iter().collect();
-        self.stream("read + profile", &files, |file, items| {
+        self.stream("read + profile", files, |file, items| {
             let source = usize::from(file.source.0);
             let mode = self.filter_mode(source);
             let mut docs = Vec::with_capacity(items.len());
@@ -316,14 +385,20 @@ impl Run<'_> {
                                 reason: reject.reason.to_string(),
                             });
                         }
-                        let line = serde_json::json!({
+                        let json = serde_json::json!({
                             "file": reject.path.display().to_string(),
                             "line": reject.line,
                             "code": reject.reason.code(),
                             "message": reject.reason.to_string(),
                         });
-                        writeln!(rejects, "{line}").at(&self.config.out.join("rejects.jsonl"))?;
-                        accounting.update(source, |c| c.add_reject(reject.reason.code(), reject.bytes));
+                        on_reject(RejectEntry {
+                            source,
+                            file: file.file,
+                            line: reject.line,
+                            code: reject.reason.code().to_string(),
+                            bytes: reject.bytes,
+                            json: json.to_string(),
+                        })?;
                     }
                 }
             }

@@ -1,0 +1,277 @@
+//! Sharded corpus runs: pass 1 split by input file across tasks (`corpus run --shard I/N`),
+//! then one reduce (`corpus reduce`) that finds exact and near duplicates across every part
+//! (candidates by band, verified by exact Jaccard reading only the documents involved, the same
+//! keeper) and writes the outputs of a single-process run, byte for byte but for timings.
+//!
+//! Under the run directory:
+//! - `parts/config.json`: the settings and shard count every part was made with. The first
+//!   task writes it; a task that finds other settings there stops.
+//! - `parts/part-IIIII-of-NNNNN.bin` (postcard): one task's pass 1 — the stamps (size, mtime) of
+//!   its input files, every document's record and dedup keys, its malformed records. Written
+//!   atomically when the task ends, so its presence is the task's completion record.
+//!
+//! Shard I takes input files I, I + N, I + 2N, … (files numbered as in the run's document ids),
+//! as datatrove's tasks do: the unit of work is a file, so a corpus should come as ≥ N files.
+//! The reduce holds every part's records and keys (the single-process run's pass-1 memory) and
+//! does the verify and kept-writing passes itself, on all its cores.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Keys, Progress, RejectEntry, Run, RunReport, check_run_dir};
+use crate::atomic::{self, AtomicFile};
+use crate::config::PipelineConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::InputFile;
+use crate::profile::DocRecord;
+
+/// Version of `parts/config.json` and of the part files.
+pub const PARTS_FORMAT_VERSION: u32 = 1;
+
+/// The part of a sharded run one task does: `index` of `count` (`--shard I/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based task index.
+    pub index: u32,
+    /// Number of tasks.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N`, 0 ≤ I < N.
+    pub fn parse(text: &str) -> Result<Shard> {
+        let bad = |reason: &str| Error::Config { field: "shard".into(), reason: format!("`{text}`: {reason}") };
+        let (i, n) = text.split_once('/').ok_or_else(|| bad("expected I/N, e.g. 0/4"))?;
+        let index: u32 = i.trim().parse().map_err(|_| bad("I is not a whole number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| bad("N is not a whole number"))?;
+        if count == 0 || index >= count {
+            return Err(bad("I must be at least 0 and below N"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    fn takes(self, file: &InputFile) -> bool {
+        file.file.0 % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// `parts/config.json`.
+#[derive(Serialize, Deserialize)]
+struct PartsConfig {
+    format_version: u32,
+    shards: u32,
+    config: PipelineConfig,
+}
+
+/// An input file as a part read it: the reduce refuses parts whose inputs changed since.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Stamp {
+    path: PathBuf,
+    bytes: u64,
+    modified_ns: u128,
+}
+
+impl Stamp {
+    fn of(file: &InputFile) -> Result<Stamp> {
+        let meta = std::fs::metadata(&file.path).at(&file.path)?;
+        let modified = meta.modified().at(&file.path)?;
+        Ok(Stamp {
+            path: file.path.clone(),
+            bytes: meta.len(),
+            modified_ns: modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        })
+    }
+}
+
+/// One task's pass 1.
+#[derive(Serialize, Deserialize)]
+struct Part {
+    format_version: u32,
+    shard: Shard,
+    /// `parts/config.json` as this task found or wrote it.
+    settings: String,
+    inputs: Vec<Stamp>,
+    records: Vec<DocRecord>,
+    keys: Vec<Keys>,
+    rejects: Vec<RejectEntry>,
+    seconds: f64,
+}
+
+/// What one task did.
+#[derive(Debug, Clone)]
+pub struct PartReport {
+    /// Which part.
+    pub shard: Shard,
+    /// Input files it read.
+    pub files: usize,
+    /// Documents it analysed.
+    pub docs: usize,
+    /// Malformed records it met.
+    pub rejected: usize,
+    /// The part file written.
+    pub path: PathBuf,
+}
+
+fn part_path(dir: &Path, shard: Shard) -> PathBuf {
+    dir.join(format!("part-{:05}-of-{:05}.bin", shard.index, shard.count))
+}
+
+fn settings_json(config: &PipelineConfig, shards: u32) -> String {
+    let settings = PartsConfig { format_version: PARTS_FORMAT_VERSION, shards, config: config.clone() };
+    serde_json::to_string_pretty(&settings).expect("settings serialize") + "\n"
+}
+
+/// `corpus run --shard I/N`: pass 1 over this shard's input files, written as its part.
+/// Always recomputes: the part file is the task's record of completion, and a scheduler
+/// resubmits only the tasks whose part is missing.
+pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) -> Result<PartReport> {
+    config.validate()?;
+    check_run_dir(&config.out)?;
+    let dir = config.out.join("parts");
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let settings = settings_json(config, shard.count);
+    let settings_path = dir.join("config.json");
+    match std::fs::read_to_string(&settings_path) {
+        Ok(found) if found != settings => {
+            return Err(Error::Config {
+                field: "out".into(),
+                reason: format!(
+                    "{} holds parts made with other settings or another shard count; use a new --out, or remove \
+                     {} to start over",
+                    config.out.display(),
+                    dir.display()
+                ),
+            });
+        }
+        Ok(_) => {}
+        Err(_) => atomic::write_file(&settings_path, settings.as_bytes())?,
+    }
+    let run = Run::new(config, progress)?;
+    let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f)).collect();
+    let inputs = files.iter().map(|f| Stamp::of(f)).collect::<Result<Vec<_>>>()?;
+    let started = Instant::now();
+    let mut rejects = Vec::new();
+    let (records, keys) = run.analyze(&files, &mut |reject| {
+        rejects.push(reject);
+        Ok(())
+    })?;
+    let part = Part {
+        format_version: PARTS_FORMAT_VERSION,
+        shard,
+        settings,
+        inputs,
+        records,
+        keys,
+        rejects,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let path = part_path(&dir, shard);
+    let bytes = postcard::to_stdvec(&part)
+        .map_err(|e| Error::Corrupt { path: path.clone(), reason: format!("encoding the part: {e}") })?;
+    atomic::write_file(&path, &bytes)?;
+    Ok(PartReport { shard, files: files.len(), docs: part.records.len(), rejected: part.rejects.len(), path })
+}
+
+/// `corpus reduce --out DIR`: every part's records and keys in document order, then the rest of
+/// a single-process run (dedup across all parts, verdicts, kept documents, profile, summary,
+/// manifest). Returns the settings the parts were made with, too.
+pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, RunReport)> {
+    let dir = out.join("parts");
+    let settings_path = dir.join("config.json");
+    let settings = std::fs::read_to_string(&settings_path).map_err(|_| Error::Config {
+        field: "out".into(),
+        reason: format!(
+            "{} has no parts/config.json: run `mixforge corpus run RECIPE --out {} --shard I/N` for every I first",
+            out.display(),
+            out.display()
+        ),
+    })?;
+    let parsed: PartsConfig = serde_json::from_str(&settings)
+        .map_err(|e| Error::Corrupt { path: settings_path.clone(), reason: e.to_string() })?;
+    if parsed.format_version != PARTS_FORMAT_VERSION {
+        return Err(Error::Corrupt {
+            path: settings_path,
+            reason: format!("parts format {} (this mixforge reads {PARTS_FORMAT_VERSION})", parsed.format_version),
+        });
+    }
+    let mut config = parsed.config;
+    config.out = out.to_path_buf();
+    let count = parsed.shards;
+    let run = Run::new(&config, progress)?;
+    let missing: Vec<u32> = (0..count).filter(|&i| !part_path(&dir, Shard { index: i, count }).is_file()).collect();
+    if !missing.is_empty() {
+        return Err(Error::Config {
+            field: "out".into(),
+            reason: format!(
+                "{} of {count} parts are missing in {} (shards {}): run `mixforge corpus run … --shard I/{count}` for each",
+                missing.len(),
+                dir.display(),
+                missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let mut docs: Vec<(DocRecord, Keys)> = Vec::new();
+    let mut rejects: Vec<RejectEntry> = Vec::new();
+    let mut seconds = 0.0;
+    for index in 0..count {
+        let shard = Shard { index, count };
+        let part = read_part(&part_path(&dir, shard), shard, &settings, &run)?;
+        docs.extend(part.records.into_iter().zip(part.keys));
+        rejects.extend(part.rejects);
+        seconds += part.seconds;
+    }
+    // Ids order documents by input file, then row: the single-process order. A file's
+    // malformed records stay in the order its part met them.
+    docs.sort_unstable_by_key(|(record, _)| record.id);
+    rejects.sort_by_key(|r| r.file);
+    let (records, keys): (Vec<DocRecord>, Vec<Keys>) = docs.into_iter().unzip();
+    let mut accounting = run.accounting();
+    let rejects_path = out.join("rejects.jsonl");
+    let mut file = AtomicFile::create(&rejects_path)?;
+    for reject in rejects {
+        reject.record(&mut file, &rejects_path, &mut accounting)?;
+    }
+    file.commit()?;
+    let report = run.finish(records, keys, accounting, seconds)?;
+    Ok((config, report))
+}
+
+/// Reads one part and checks it belongs: same settings, the right shard, inputs unchanged.
+fn read_part(path: &Path, shard: Shard, settings: &str, run: &Run) -> Result<Part> {
+    let bytes = std::fs::read(path).at(path)?;
+    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    let part: Part =
+        postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("not a readable part ({e}); rerun shard {shard}")))?;
+    if part.format_version != PARTS_FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "part format {} (this mixforge reads {PARTS_FORMAT_VERSION})",
+            part.format_version
+        )));
+    }
+    if part.shard != shard || part.settings != settings {
+        return Err(corrupt(format!(
+            "made as shard {} with other settings than parts/config.json; rerun shard {shard}",
+            part.shard
+        )));
+    }
+    let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f)).collect();
+    let now = files.iter().map(|f| Stamp::of(f)).collect::<Result<Vec<_>>>()?;
+    if let Some(changed) = now.iter().find(|s| !part.inputs.contains(s)) {
+        return Err(corrupt(format!(
+            "input {} changed (size or modification time) since this part was made; rerun shard {shard}",
+            changed.path.display()
+        )));
+    }
+    if now.len() != part.inputs.len() {
+        return Err(corrupt(format!("the inputs of shard {shard} changed since this part was made; rerun it")));
+    }
+    Ok(part)
+}

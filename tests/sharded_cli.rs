@@ -1,0 +1,208 @@
+//! Sharded corpus runs (`corpus run --shard I/N` then `corpus reduce`) equal the single-process
+//! run: kept documents, profile, summary, rejects, examples and shards byte for byte, the
+//! manifest but for timings, for N ∈ {1, 2, 4, 7}, on the demo corpus and on the whole shared
+//! corpus; duplicates across parts are found; bad parts are refused with what to do.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::common::{manifest_dir, mixforge, s, scratch};
+
+/// The files every corpus run writes, compared byte for byte.
+const SAME_BYTES: [&str; 5] = ["profile.parquet", "summary.parquet", "summary.json", "rejects.jsonl", "examples.jsonl"];
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `corpus run ARGS --shard i/n` for every i, then `corpus reduce`.
+fn sharded(args: &[&str], out: &Path, n: u32) {
+    for i in 0..n {
+        let shard = format!("{i}/{n}");
+        let mut all = vec!["corpus", "run"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--out", s(out), "--shard", &shard]);
+        let stdout = ok(mixforge(&all), &format!("part {shard}"));
+        assert!(stdout.starts_with(&format!("part {shard}: ")), "{stdout}");
+    }
+    ok(mixforge(&["corpus", "reduce", "--out", s(out)]), "corpus reduce");
+}
+
+fn manifest_without_timings(dir: &Path) -> serde_json::Value {
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let object = m.as_object_mut().unwrap();
+    object.remove("timings");
+    // Later stages a recipe's single run also does (shards, index) are not the corpus run's.
+    let outputs = object.get_mut("outputs").unwrap().as_object_mut().unwrap();
+    outputs.retain(|k, _| k != "shard" && k != "index");
+    m
+}
+
+fn kept_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("kept")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+fn assert_same_run(single: &Path, sharded: &Path, label: &str) {
+    for file in SAME_BYTES {
+        assert!(
+            std::fs::read(single.join(file)).unwrap() == std::fs::read(sharded.join(file)).unwrap(),
+            "{label}: {file} differs"
+        );
+    }
+    let (a, b) = (kept_files(single), kept_files(sharded));
+    assert_eq!(
+        a.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
+        b.iter().map(|p| p.file_name()).collect::<Vec<_>>()
+    );
+    assert!(!a.is_empty(), "{label}: no kept files");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(std::fs::read(x).unwrap() == std::fs::read(y).unwrap(), "{label}: {} differs", x.display());
+    }
+    assert_eq!(manifest_without_timings(single), manifest_without_timings(sharded), "{label}: manifest");
+}
+
+#[test]
+fn sharded_runs_equal_the_single_process_run_on_the_demo_corpus() {
+    let root = scratch("sharded-demo");
+    let single = root.join("single");
+    ok(mixforge(&["corpus", "run", "recipes/demo.toml", "--out", s(&single)]), "single run");
+    for n in [1, 2, 4, 7] {
+        let dir = root.join(format!("n{n}"));
+        sharded(&["recipes/demo.toml"], &dir, n);
+        assert_same_run(&single, &dir, &format!("demo, N = {n}"));
+    }
+    // Shards follow from identical kept files: tokenized the same way, the same bytes.
+    for dir in [single.clone(), root.join("n7")] {
+        let args =
+            ["corpus", "shard", "--in", s(&dir), "--out", &format!("{}/tok", dir.display()), "--vocab-size", "1024"];
+        ok(mixforge(&args), "corpus shard");
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    collect(&single.join("tok"), &mut files);
+    assert!(files.len() > 10, "shard files {files:?}");
+    for file in files {
+        let rel = file.strip_prefix(single.join("tok")).unwrap();
+        assert!(
+            std::fs::read(&file).unwrap() == std::fs::read(root.join("n7/tok").join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// The benchmark's data: all of ../shared/data/corpus (13 MB, seven files).
+#[test]
+fn sharded_runs_equal_the_single_process_run_on_the_shared_corpus() {
+    let data = manifest_dir().join("../shared/data/corpus");
+    let root = scratch("sharded-shared");
+    let recipe = root.join("recipe.toml");
+    let mut text = String::new();
+    for (domain, glob) in [
+        ("web", "web/*.jsonl"),
+        ("wiki", "wiki/*.txt"),
+        ("books", "books/*.txt"),
+        ("math", "math/*.jsonl"),
+        ("code", "code/*.jsonl"),
+    ] {
+        text.push_str(&format!("[[sources]]\ndomain = \"{domain}\"\npaths = [\"{}/{glob}\"]\n\n", data.display()));
+    }
+    std::fs::write(&recipe, text).unwrap();
+    let single = root.join("single");
+    let stdout = ok(mixforge(&["corpus", "run", s(&recipe), "--out", s(&single)]), "single run");
+    assert!(stdout.contains("near duplicates removed"), "{stdout}");
+    for n in [1, 2, 4, 7] {
+        let dir = root.join(format!("n{n}"));
+        sharded(&[s(&recipe)], &dir, n);
+        assert_same_run(&single, &dir, &format!("shared corpus, N = {n}"));
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Duplicates that sit in different parts are found by the reduce, as in one process.
+#[test]
+fn duplicates_across_parts_are_removed() {
+    let root = scratch("sharded-dups");
+    let base = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the \
+                morning light, and the river runs cold and clear past the mill where the old miller \
+                grinds the autumn wheat into flour for the village bakers who rise before dawn.";
+    let near = base.replace("before dawn", "at dawn");
+    let lines =
+        |docs: &[&str]| docs.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect::<String>();
+    std::fs::write(root.join("a.jsonl"), lines(&[base, "A different document about ships and harbours at dusk."]))
+        .unwrap();
+    std::fs::write(root.join("b.jsonl"), lines(&[base, &near, "Another one entirely, on mountains and snow."]))
+        .unwrap();
+    let source = format!("web={}/*.jsonl", root.display());
+    let single = root.join("single");
+    let stdout = ok(mixforge(&["corpus", "run", "--source", &source, "--out", s(&single)]), "single run");
+    assert!(stdout.contains("dedup: 1 exact + 1 near duplicates removed"), "{stdout}");
+    let dir = root.join("n2");
+    sharded(&["--source", &source], &dir, 2);
+    assert_same_run(&single, &dir, "planted duplicates, N = 2");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn fails(out: Output, needles: &[&str]) {
+    assert!(!out.status.success(), "expected a failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(stderr.contains(needle), "`{needle}` in:\n{stderr}");
+    }
+}
+
+#[test]
+fn bad_parts_are_refused_with_what_to_do() {
+    let root = scratch("sharded-bad");
+    let input = root.join("in.jsonl");
+    std::fs::write(&input, "{\"text\": \"one document here with some words\"}\n").unwrap();
+    let other = root.join("in2.jsonl");
+    std::fs::write(&other, "{\"text\": \"and a second document with other words\"}\n").unwrap();
+    let source = format!("web={}/*.jsonl", root.display());
+    let dir = root.join("run");
+    fails(
+        mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "2/2"]),
+        &["I must be", "below N"],
+    );
+    fails(mixforge(&["corpus", "reduce", "--out", s(&dir)]), &["no parts/config.json", "--shard I/N"]);
+    ok(mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "0/2"]), "part 0/2");
+    // Part 1 is missing.
+    fails(mixforge(&["corpus", "reduce", "--out", s(&dir)]), &["1 of 2 parts are missing", "shards 1", "--shard I/2"]);
+    // Other settings into the same directory.
+    fails(
+        mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "1/2", "--threshold", "0.5"]),
+        &["other settings", "new --out"],
+    );
+    fails(
+        mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "1/3"]),
+        &["another shard count"],
+    );
+    ok(mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "1/2"]), "part 1/2");
+    // An input changed after its part was made: the reduce names it and the shard to rerun.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&other, "{\"text\": \"and a second document, edited since\"}\n").unwrap();
+    fails(mixforge(&["corpus", "reduce", "--out", s(&dir)]), &["in2.jsonl", "changed", "rerun shard 1/2"]);
+    ok(mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "1/2"]), "part 1/2 again");
+    let stdout = ok(mixforge(&["corpus", "reduce", "--out", s(&dir)]), "reduce");
+    assert!(stdout.contains("documents: 2 in = 2 kept"), "{stdout}");
+    // A damaged part.
+    let part = dir.join("parts/part-00000-of-00002.bin");
+    let bytes = std::fs::read(&part).unwrap();
+    std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+    fails(mixforge(&["corpus", "reduce", "--out", s(&dir)]), &["part-00000-of-00002.bin", "rerun shard 0/2"]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
