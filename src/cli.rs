@@ -751,6 +751,15 @@ pub enum CorpusCommand {
     /// Example: for i in 0 1 2 3; do mixforge corpus run recipes/demo.toml --shard $i/4 --out runs/d; done
     ///          mixforge corpus reduce --out runs/d
     Reduce(ReduceArgs),
+    /// Run a corpus on a Slurm cluster: a job array for the first pass (one part per task,
+    /// --tasks of them) and the reduce after it (--dependency=afterok), logs per task.
+    ///
+    /// Writes OUT/parts/config.json and OUT/slurm/{map,reduce}.sbatch, then submits them with
+    /// sbatch. Run it again after failures: only the tasks whose part is missing or stale are
+    /// resubmitted. --dry-run prints the scripts and sbatch commands instead.
+    ///
+    /// Example: mixforge corpus slurm recipes/demo.toml --tasks 4 --out /shared/runs/demo --partition cpu
+    Slurm(SlurmArgs),
     /// Read and validate sources only; write kept/ (every readable document), rejects and
     /// accounting.
     Ingest(RunArgs),
@@ -856,6 +865,29 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// `mixforge corpus slurm`.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// The corpus run: recipe, sources, --out (on storage every node sees) and stage flags.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Tasks in the first pass's array; task I reads input files I, I+N, …
+    #[arg(long)]
+    pub tasks: u32,
+    /// Slurm partition [default: the cluster's default].
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// CPUs per task (each task's --threads).
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: u32,
+    /// Time limit per job, as sbatch takes it.
+    #[arg(long, default_value = "4:00:00")]
+    pub time: String,
+    /// Print the scripts and sbatch commands; write and submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// `mixforge corpus reduce`.
 #[derive(Debug, Args)]
 pub struct ReduceArgs {
@@ -883,7 +915,8 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     /// Do one part of a sharded run: the first pass (read, profile, rules, dedup keys) over
     /// input files I, I+N, I+2N, … into OUT/parts; `corpus reduce --out OUT` finishes once all N
-    /// parts exist. In a Slurm array: --shard ${SLURM_ARRAY_TASK_ID}/N.
+    /// parts exist. In a Slurm array: --shard ${SLURM_ARRAY_TASK_ID}/N. Without a recipe or
+    /// --source, the settings come from OUT/parts/config.json (as `corpus slurm` writes it).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Fail on the first malformed record, naming file:line, instead of counting it.

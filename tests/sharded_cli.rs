@@ -11,7 +11,7 @@ use crate::common::{manifest_dir, mixforge, s, scratch};
 /// The files every corpus run writes, compared byte for byte.
 const SAME_BYTES: [&str; 5] = ["profile.parquet", "summary.parquet", "summary.json", "rejects.jsonl", "examples.jsonl"];
 
-fn ok(out: Output, what: &str) -> String {
+pub fn ok(out: Output, what: &str) -> String {
     assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -45,7 +45,7 @@ fn kept_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn assert_same_run(single: &Path, sharded: &Path, label: &str) {
+pub fn assert_same_run(single: &Path, sharded: &Path, label: &str) {
     for file in SAME_BYTES {
         assert!(
             std::fs::read(single.join(file)).unwrap() == std::fs::read(sharded.join(file)).unwrap(),

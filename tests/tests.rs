@@ -15,4 +15,5 @@ mod run_cli;
 mod sft_cli;
 mod sharded_cli;
 mod shards_cli;
+mod slurm_cli;
 mod train_cli;

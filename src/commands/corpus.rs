@@ -20,6 +20,7 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         CorpusCommand::Index(args) => return super::shards::index(&args),
         CorpusCommand::Search(args) => return super::shards::search(&args),
         CorpusCommand::Reduce(args) => return reduce(&args),
+        CorpusCommand::Slurm(args) => return super::slurm::submit(args),
         CorpusCommand::Run(args) => (args, Stages::ALL),
         CorpusCommand::Ingest(args) => (args, Stages { profile: false, filter: false, dedup: false }),
         CorpusCommand::Profile(args) => (args, Stages { profile: true, filter: false, dedup: false }),
@@ -36,7 +37,21 @@ pub fn run(command: CorpusCommand) -> Result<()> {
     let json = args.json;
     let full_run = stages == Stages::ALL;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
-    let (config, later) = pipeline_config(args, stages)?;
+    let settled = shard.is_some() && args.recipe.is_none() && args.sources.is_empty();
+    let (config, later) = if settled {
+        let out =
+            args.out.clone().context("--shard without a recipe or --source needs --out (a sharded run's folder)")?;
+        let (config, count, _) = parts::load_settings(&out)?;
+        anyhow::ensure!(
+            shard.is_some_and(|s| s.count == count),
+            "{} was set up for {count} shards (parts/config.json), not {}",
+            out.display(),
+            shard.expect("set").count
+        );
+        (config, recipe::LaterStages::default())
+    } else {
+        pipeline_config(args, stages)?
+    };
     if let Some(shard) = shard {
         let part = parts::run_part(&config, shard, &Bars::new())
             .with_context(|| format!("part {shard} of the corpus run in {}", config.out.display()))?;
@@ -80,7 +95,7 @@ fn print_run(config: &PipelineConfig, text: &str, json: bool) -> Result<()> {
 }
 
 /// Recipe first, then flags on top. Also returns the recipe's later stages (shards, index).
-fn pipeline_config(args: RunArgs, stages: Stages) -> Result<(PipelineConfig, recipe::LaterStages)> {
+pub fn pipeline_config(args: RunArgs, stages: Stages) -> Result<(PipelineConfig, recipe::LaterStages)> {
     let mut recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?,
         None => Recipe::default(),

@@ -5,4 +5,5 @@ pub mod corpus;
 pub mod mix;
 pub mod report;
 pub mod shards;
+pub mod slurm;
 pub mod tokenizer;

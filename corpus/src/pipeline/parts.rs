@@ -124,7 +124,8 @@ fn part_path(dir: &Path, shard: Shard) -> PathBuf {
     dir.join(format!("part-{:05}-of-{:05}.bin", shard.index, shard.count))
 }
 
-fn settings_json(config: &PipelineConfig, shards: u32) -> String {
+/// `parts/config.json` for `config` split into `shards` parts.
+pub fn settings_json(config: &PipelineConfig, shards: u32) -> String {
     let settings = PartsConfig { format_version: PARTS_FORMAT_VERSION, shards, config: config.clone() };
     serde_json::to_string_pretty(&settings).expect("settings serialize") + "\n"
 }
@@ -140,17 +141,7 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
     let settings = settings_json(config, shard.count);
     let settings_path = dir.join("config.json");
     match std::fs::read_to_string(&settings_path) {
-        Ok(found) if found != settings => {
-            return Err(Error::Config {
-                field: "out".into(),
-                reason: format!(
-                    "{} holds parts made with other settings or another shard count; use a new --out, or remove \
-                     {} to start over",
-                    config.out.display(),
-                    dir.display()
-                ),
-            });
-        }
+        Ok(found) if found != settings => return Err(other_settings(&config.out)),
         Ok(_) => {}
         Err(_) => atomic::write_file(&settings_path, settings.as_bytes())?,
     }
@@ -185,26 +176,7 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
 /// manifest). Returns the settings the parts were made with, too.
 pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, RunReport)> {
     let dir = out.join("parts");
-    let settings_path = dir.join("config.json");
-    let settings = std::fs::read_to_string(&settings_path).map_err(|_| Error::Config {
-        field: "out".into(),
-        reason: format!(
-            "{} has no parts/config.json: run `mixforge corpus run RECIPE --out {} --shard I/N` for every I first",
-            out.display(),
-            out.display()
-        ),
-    })?;
-    let parsed: PartsConfig = serde_json::from_str(&settings)
-        .map_err(|e| Error::Corrupt { path: settings_path.clone(), reason: e.to_string() })?;
-    if parsed.format_version != PARTS_FORMAT_VERSION {
-        return Err(Error::Corrupt {
-            path: settings_path,
-            reason: format!("parts format {} (this mixforge reads {PARTS_FORMAT_VERSION})", parsed.format_version),
-        });
-    }
-    let mut config = parsed.config;
-    config.out = out.to_path_buf();
-    let count = parsed.shards;
+    let (config, count, settings) = load_settings(out)?;
     let run = Run::new(&config, progress)?;
     let missing: Vec<u32> = (0..count).filter(|&i| !part_path(&dir, Shard { index: i, count }).is_file()).collect();
     if !missing.is_empty() {
@@ -223,7 +195,7 @@ pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Ru
     let mut seconds = 0.0;
     for index in 0..count {
         let shard = Shard { index, count };
-        let part = read_part(&part_path(&dir, shard), shard, &settings, &run)?;
+        let part = read_part(&part_path(&dir, shard), shard, &settings, &run.files)?;
         docs.extend(part.records.into_iter().zip(part.keys));
         rejects.extend(part.rejects);
         seconds += part.seconds;
@@ -245,33 +217,117 @@ pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Ru
 }
 
 /// Reads one part and checks it belongs: same settings, the right shard, inputs unchanged.
-fn read_part(path: &Path, shard: Shard, settings: &str, run: &Run) -> Result<Part> {
+fn read_part(path: &Path, shard: Shard, settings: &str, files: &[InputFile]) -> Result<Part> {
     let bytes = std::fs::read(path).at(path)?;
     let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
     let part: Part =
         postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("not a readable part ({e}); rerun shard {shard}")))?;
-    if part.format_version != PARTS_FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "part format {} (this mixforge reads {PARTS_FORMAT_VERSION})",
-            part.format_version
-        )));
+    let head =
+        Head { format_version: part.format_version, shard: part.shard, settings: part.settings, inputs: part.inputs };
+    if let Some(reason) = head.mismatch(shard, settings, files)? {
+        return Err(corrupt(format!("{reason}; rerun shard {shard}")));
     }
-    if part.shard != shard || part.settings != settings {
-        return Err(corrupt(format!(
-            "made as shard {} with other settings than parts/config.json; rerun shard {shard}",
-            part.shard
-        )));
+    Ok(Part { settings: head.settings, inputs: head.inputs, ..part })
+}
+
+/// The fields a part starts with: enough to tell whether it is still valid.
+#[derive(Deserialize)]
+struct Head {
+    format_version: u32,
+    shard: Shard,
+    settings: String,
+    inputs: Vec<Stamp>,
+}
+
+impl Head {
+    /// Why this part cannot serve as `shard` of a run with `settings` over `files` now.
+    fn mismatch(&self, shard: Shard, settings: &str, files: &[InputFile]) -> Result<Option<String>> {
+        if self.format_version != PARTS_FORMAT_VERSION {
+            return Ok(Some(format!(
+                "part format {} (this mixforge reads {PARTS_FORMAT_VERSION})",
+                self.format_version
+            )));
+        }
+        if self.shard != shard || self.settings != settings {
+            return Ok(Some(format!("made as shard {} with other settings than parts/config.json", self.shard)));
+        }
+        let now = files.iter().filter(|f| shard.takes(f)).map(Stamp::of).collect::<Result<Vec<_>>>()?;
+        if let Some(changed) = now.iter().find(|s| !self.inputs.contains(s)) {
+            return Ok(Some(format!(
+                "input {} changed (size or modification time) since this part was made",
+                changed.path.display()
+            )));
+        }
+        if now.len() != self.inputs.len() {
+            return Ok(Some(format!("the input files of shard {shard} changed since this part was made")));
+        }
+        Ok(None)
     }
-    let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f)).collect();
-    let now = files.iter().map(|f| Stamp::of(f)).collect::<Result<Vec<_>>>()?;
-    if let Some(changed) = now.iter().find(|s| !part.inputs.contains(s)) {
-        return Err(corrupt(format!(
-            "input {} changed (size or modification time) since this part was made; rerun shard {shard}",
-            changed.path.display()
-        )));
+}
+
+/// The shards of a sharded run of `config` in `shards` parts whose part is missing or no longer
+/// valid (settings, inputs): what a scheduler still has to run. Fails when `config.out` holds
+/// parts of other settings.
+pub fn pending(config: &PipelineConfig, shards: u32) -> Result<Vec<u32>> {
+    let dir = config.out.join("parts");
+    match std::fs::read_to_string(dir.join("config.json")) {
+        Ok(found) if found != settings_json(config, shards) => return Err(other_settings(&config.out)),
+        Ok(_) => {}
+        Err(_) => return Ok((0..shards).collect()),
     }
-    if now.len() != part.inputs.len() {
-        return Err(corrupt(format!("the inputs of shard {shard} changed since this part was made; rerun it")));
+    let settings = settings_json(config, shards);
+    let files = crate::ingest::expand_sources(&config.sources)?;
+    let mut todo = Vec::new();
+    for index in 0..shards {
+        let shard = Shard { index, count: shards };
+        let path = part_path(&dir, shard);
+        let valid = match std::fs::read(&path) {
+            Ok(bytes) => match postcard::take_from_bytes::<Head>(&bytes) {
+                Ok((head, _)) => head.mismatch(shard, &settings, &files)?.is_none(),
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        if !valid {
+            todo.push(index);
+        }
     }
-    Ok(part)
+    Ok(todo)
+}
+
+fn other_settings(out: &Path) -> Error {
+    Error::Config {
+        field: "out".into(),
+        reason: format!(
+            "{} holds parts made with other settings or another shard count; use a new --out, or remove {} to \
+             start over",
+            out.display(),
+            out.join("parts").display()
+        ),
+    }
+}
+
+/// The settings a sharded run's parts are made with (`DIR/parts/config.json`): the corpus
+/// config (its `out` set to `out`), the shard count, and the file's text.
+pub fn load_settings(out: &Path) -> Result<(PipelineConfig, u32, String)> {
+    let settings_path = out.join("parts").join("config.json");
+    let settings = std::fs::read_to_string(&settings_path).map_err(|_| Error::Config {
+        field: "out".into(),
+        reason: format!(
+            "{} has no parts/config.json: run `mixforge corpus run RECIPE --out {} --shard I/N` for every I first",
+            out.display(),
+            out.display()
+        ),
+    })?;
+    let parsed: PartsConfig = serde_json::from_str(&settings)
+        .map_err(|e| Error::Corrupt { path: settings_path.clone(), reason: e.to_string() })?;
+    if parsed.format_version != PARTS_FORMAT_VERSION {
+        return Err(Error::Corrupt {
+            path: settings_path,
+            reason: format!("parts format {} (this mixforge reads {PARTS_FORMAT_VERSION})", parsed.format_version),
+        });
+    }
+    let mut config = parsed.config;
+    config.out = out.to_path_buf();
+    Ok((config, parsed.shards, settings))
 }

@@ -1,0 +1,158 @@
+//! `mixforge corpus slurm`: a sharded corpus run as Slurm jobs. A job array does the first pass
+//! (`corpus run --shard ${SLURM_ARRAY_TASK_ID}/N`, settings from OUT/parts/config.json) and the
+//! reduce runs after it (`--dependency=afterok`), as datatrove's `SlurmPipelineExecutor` chains
+//! its stages. A task's part file is its completion record: rerunning this command resubmits
+//! only the tasks whose part is missing or stale.
+//!
+//! The array index is I and N is written into the script, not read from
+//! `SLURM_ARRAY_TASK_COUNT`: a resubmitted array (`--array=3,5`) has fewer tasks than parts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use corpus::config::Stages;
+use corpus::pipeline::parts;
+
+use crate::cli::SlurmArgs;
+
+/// How the jobs are asked for.
+struct Job {
+    tasks: u32,
+    partition: Option<String>,
+    cpus_per_task: u32,
+    time: String,
+}
+
+/// The two batch scripts of a run.
+struct Scripts {
+    map: String,
+    reduce: String,
+}
+
+fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job) -> Scripts {
+    let logs = out.join("slurm").join("logs");
+    let partition = args.partition.as_ref().map(|p| format!("#SBATCH --partition={p}\n")).unwrap_or_default();
+    let header = |name: &str, log: &str, array: &str| {
+        format!(
+            "#!/bin/bash\n\
+             # Written by `mixforge corpus slurm`; submitted with sbatch (see README, \"On a Slurm cluster\").\n\
+             #SBATCH --job-name=mixforge-{name}\n\
+             {array}\
+             #SBATCH --cpus-per-task={cpus}\n\
+             #SBATCH --time={time}\n\
+             #SBATCH --chdir={cwd}\n\
+             #SBATCH --output={log}\n\
+             {partition}\
+             set -euo pipefail\n",
+            cpus = args.cpus_per_task,
+            time = args.time,
+            cwd = cwd.display(),
+            log = logs.join(log).display(),
+        )
+    };
+    let threads = format!("--threads \"${{SLURM_CPUS_PER_TASK:-{}}}\"", args.cpus_per_task);
+    let map = format!(
+        "{}# Task I reads input files I, I+{n}, I+2×{n}, … and writes OUT/parts/part-I-of-{n}.bin.\n\
+         exec {exe} {threads} corpus run --out {out} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n",
+        header("map", "map-%a.log", &format!("#SBATCH --array=0-{}\n", args.tasks - 1)),
+        n = args.tasks,
+        exe = quoted(exe),
+        out = quoted(out),
+    );
+    let reduce = format!(
+        "{}# Duplicates across every part, then kept/, profile, summary and manifest in OUT.\n\
+         exec {exe} {threads} corpus reduce --out {out}\n",
+        header("reduce", "reduce.log", ""),
+        exe = quoted(exe),
+        out = quoted(out),
+    );
+    Scripts { map, reduce }
+}
+
+/// A path as one shell word.
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Runs `sbatch --parsable ARGS`, returning the job id.
+fn sbatch(args: &[String]) -> Result<String> {
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .args(args)
+        .output()
+        .context("running sbatch (is Slurm installed and on PATH? `--dry-run` prints the scripts without it)")?;
+    if !out.status.success() {
+        bail!("sbatch {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    // `--parsable` prints `jobid[;cluster]`.
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().split(';').next().unwrap_or_default().to_string())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+}
+
+/// `mixforge corpus slurm`.
+pub fn submit(args: SlurmArgs) -> Result<()> {
+    let SlurmArgs { run, tasks, partition, cpus_per_task, time, dry_run } = args;
+    let job = Job { tasks, partition, cpus_per_task, time };
+    ensure!(run.shard.is_none(), "corpus slurm gives every task its --shard; drop --shard");
+    ensure!(tasks > 0, "--tasks must be at least 1");
+    let (mut config, _) = super::corpus::pipeline_config(run, Stages::ALL)?;
+    config.out = absolute(&config.out)?;
+    config.validate()?;
+    let out = config.out.clone();
+    let exe = std::env::current_exe().context("finding the mixforge executable")?;
+    let cwd = std::env::current_dir()?;
+    let scripts = scripts(&exe, &out, &cwd, &job);
+    let pending = parts::pending(&config, tasks)?;
+    let slurm_dir = out.join("slurm");
+    let (map_path, reduce_path) = (slurm_dir.join("map.sbatch"), slurm_dir.join("reduce.sbatch"));
+    let array = pending.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let map_args = vec![format!("--array={array}"), map_path.display().to_string()];
+    let reduce_args = |after: Option<&str>| {
+        let mut a: Vec<String> = after.map(|j| format!("--dependency=afterok:{j}")).into_iter().collect();
+        a.push(reduce_path.display().to_string());
+        a
+    };
+    let mut stdout = std::io::stdout().lock();
+    if dry_run {
+        writeln!(stdout, "# {}\n{}", map_path.display(), scripts.map)?;
+        writeln!(stdout, "# {}\n{}", reduce_path.display(), scripts.reduce)?;
+        writeln!(stdout, "# would write {} and submit:", out.join("parts/config.json").display())?;
+        if pending.is_empty() {
+            writeln!(stdout, "sbatch --parsable {}", reduce_args(None).join(" "))?;
+        } else {
+            writeln!(stdout, "MAP=$(sbatch --parsable {})", map_args.join(" "))?;
+            writeln!(stdout, "sbatch --parsable {}", reduce_args(Some("$MAP")).join(" "))?;
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(slurm_dir.join("logs")).with_context(|| format!("creating {}", slurm_dir.display()))?;
+    std::fs::create_dir_all(out.join("parts"))?;
+    let settings_path = out.join("parts/config.json");
+    if !settings_path.is_file() {
+        corpus::atomic::write_file(&settings_path, parts::settings_json(&config, tasks).as_bytes())?;
+    }
+    corpus::atomic::write_file(&map_path, scripts.map.as_bytes())?;
+    corpus::atomic::write_file(&reduce_path, scripts.reduce.as_bytes())?;
+    let map_job = if pending.is_empty() { None } else { Some(sbatch(&map_args)?) };
+    let reduce_job = sbatch(&reduce_args(map_job.as_deref()))?;
+    match &map_job {
+        Some(job) => writeln!(
+            stdout,
+            "submitted map array {job} ({} of {} tasks: {array}) and reduce {reduce_job} after it",
+            pending.len(),
+            tasks
+        )?,
+        None => writeln!(stdout, "every part is done; submitted reduce {reduce_job}")?,
+    }
+    writeln!(stdout, "logs: {}", slurm_dir.join("logs").display())?;
+    let jobs = map_job.iter().chain([&reduce_job]).cloned().collect::<Vec<_>>().join(",");
+    writeln!(stdout, "watch: squeue -j {jobs}; when a task fails, fix the cause and rerun this command")?;
+    writeln!(stdout, "result: {} once reduce {reduce_job} ends", out.join("manifest.json").display())?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `corpus slurm` through a real Slurm: the one-node cluster scripts/setup-slurm starts (the
+//! test command runs it). The demo corpus as a 4-task array and a reduce after it equals the
+//! single-process run; a lost part is resubmitted alone; `--dry-run` shows the scripts.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{mixforge, s, scratch};
+use crate::sharded_cli::{assert_same_run, ok};
+
+/// Job ids named in `corpus slurm`'s output ("map array J", "reduce K").
+fn job_ids(stdout: &str) -> Vec<String> {
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let mut ids: Vec<String> = words
+        .windows(2)
+        .filter(|w| w[0] == "array" || w[0] == "reduce")
+        .filter_map(|w| w[1].parse::<u64>().ok().map(|j| j.to_string()))
+        .collect();
+    ids.dedup();
+    ids
+}
+
+/// Waits until none of `jobs` is queued or running (at most 5 minutes).
+fn wait_for(jobs: &[String], run: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = Command::new("squeue").args(["-h", "-o", "%i %T %r", "-j", &jobs.join(",")]).output().unwrap();
+        let queued = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if queued.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline || queued.contains("DependencyNeverSatisfied") {
+            let _ = Command::new("scancel").args(jobs).status();
+            let logs: String = std::fs::read_dir(run.join("slurm/logs"))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            format!(
+                                "{}:\n{}\n",
+                                e.path().display(),
+                                std::fs::read_to_string(e.path()).unwrap_or_default()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            panic!("Slurm jobs did not finish: {queued}\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn the_demo_corpus_through_sbatch_equals_the_single_process_run() {
+    let sinfo = Command::new("sinfo").args(["-h", "-o", "%t"]).output();
+    let up = sinfo.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    assert!(
+        ["idle", "mix", "alloc"].iter().any(|state| up.contains(state)),
+        "no Slurm cluster here: scripts/setup-slurm starts a one-node one (scripts/test runs it). sinfo: {sinfo:?}"
+    );
+    let root = scratch("slurm");
+    let single = root.join("single");
+    ok(mixforge(&["corpus", "run", "recipes/demo.toml", "--out", s(&single)]), "single run");
+    let run = root.join("sharded");
+    let args = ["corpus", "slurm", "recipes/demo.toml", "--tasks", "4", "--cpus-per-task", "1", "--out", s(&run)];
+    let stdout = ok(mixforge(&args), "corpus slurm");
+    assert!(stdout.contains("(4 of 4 tasks: 0,1,2,3)"), "{stdout}");
+    let jobs = job_ids(&stdout);
+    assert_eq!(jobs.len(), 2, "a map array and a reduce: {stdout}");
+    wait_for(&jobs, &run);
+    assert_same_run(&single, &run, "sbatch, 4 tasks");
+    for task in 0..4 {
+        let log = std::fs::read_to_string(run.join(format!("slurm/logs/map-{task}.log"))).unwrap();
+        assert!(log.starts_with(&format!("part {task}/4: ")), "task {task}'s log: {log}");
+    }
+
+    // A task's part lost: the rerun resubmits that task alone, and the reduce after it.
+    std::fs::remove_file(run.join("parts/part-00002-of-00004.bin")).unwrap();
+    std::fs::remove_file(run.join("manifest.json")).unwrap();
+    let stdout = ok(mixforge(&args), "corpus slurm again");
+    assert!(stdout.contains("(1 of 4 tasks: 2)"), "{stdout}");
+    wait_for(&job_ids(&stdout), &run);
+    assert_same_run(&single, &run, "sbatch, task 2 resubmitted");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn dry_run_prints_the_scripts_and_submits_nothing() {
+    let root = scratch("slurm-dry");
+    let run = root.join("run");
+    let stdout = ok(
+        mixforge(&[
+            "corpus",
+            "slurm",
+            "recipes/demo.toml",
+            "--tasks",
+            "7",
+            "--partition",
+            "cpu",
+            "--out",
+            s(&run),
+            "--dry-run",
+        ]),
+        "dry run",
+    );
+    for needle in [
+        "#SBATCH --array=0-6",
+        "#SBATCH --partition=cpu",
+        "map-%a.log",
+        "corpus run --out",
+        "--shard \"${SLURM_ARRAY_TASK_ID}/7\"",
+        "corpus reduce --out",
+        "MAP=$(sbatch --parsable --array=0,1,2,3,4,5,6",
+        "--dependency=afterok:$MAP",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` in:\n{stdout}");
+    }
+    assert!(!run.exists(), "a dry run writes nothing");
+    std::fs::remove_dir_all(&root).unwrap();
+}
