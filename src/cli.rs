@@ -877,9 +877,17 @@ pub struct SlurmArgs {
     /// Slurm partition [default: the cluster's default].
     #[arg(long)]
     pub partition: Option<String>,
-    /// CPUs per task (each task's --threads).
+    /// CPUs per map task (each task's --threads).
     #[arg(long, default_value_t = 1)]
     pub cpus_per_task: u32,
+    /// CPUs of the reduce job (it verifies candidates and writes kept documents on all of
+    /// them) [default: --cpus-per-task].
+    #[arg(long)]
+    pub reduce_cpus: Option<u32>,
+    /// Memory of the reduce job, as sbatch --mem takes it (it holds every part's records:
+    /// about 0.9 GB per million documents) [default: the cluster's].
+    #[arg(long)]
+    pub reduce_mem: Option<String>,
     /// Time limit per job, as sbatch takes it.
     #[arg(long, default_value = "4:00:00")]
     pub time: String,

@@ -1,6 +1,6 @@
 //! The `mixforge` command line without libtorch: parsing, recipes, and the corpus, simulator
 //! and report commands. Commands that train or run models are in the `mixforge-torch`
-//! executable (`src/torch/`), which `mixforge` hands them to as git does with `git-<command>`:
+//! executable (`torch/src/`), which `mixforge` hands them to as git does with `git-<command>`:
 //! users type one command, and only those commands pay libtorch's load time and memory.
 
 pub mod cli;

@@ -112,19 +112,24 @@ fn sharded_runs_equal_the_single_process_run_on_the_shared_corpus() {
     let root = scratch("sharded-shared");
     let recipe = root.join("recipe.toml");
     let mut text = String::new();
-    for (domain, glob) in [
-        ("web", "web/*.jsonl"),
-        ("wiki", "wiki/*.txt"),
-        ("books", "books/*.txt"),
-        ("math", "math/*.jsonl"),
-        ("code", "code/*.jsonl"),
+    // As the demo recipe reads the same data.
+    for (domain, glob, extra) in [
+        ("web", "web/*.jsonl", ""),
+        ("wiki", "wiki/*.txt", "separator = '^ = [^=].* = $'\n"),
+        ("books", "books/*.txt", ""),
+        ("math", "math/*.jsonl", "template = \"{question}\\n{answer}\"\n"),
+        ("code", "code/*.jsonl", ""),
     ] {
-        text.push_str(&format!("[[sources]]\ndomain = \"{domain}\"\npaths = [\"{}/{glob}\"]\n\n", data.display()));
+        text.push_str(&format!(
+            "[[sources]]\ndomain = \"{domain}\"\npaths = [\"{}/{glob}\"]\n{extra}\n",
+            data.display()
+        ));
     }
     std::fs::write(&recipe, text).unwrap();
     let single = root.join("single");
     let stdout = ok(mixforge(&["corpus", "run", s(&recipe), "--out", s(&single)]), "single run");
     assert!(stdout.contains("near duplicates removed"), "{stdout}");
+    assert!(stdout.contains("documents: 7972 in = ") && stdout.contains("0 malformed records rejected"), "{stdout}");
     for n in [1, 2, 4, 7] {
         let dir = root.join(format!("n{n}"));
         sharded(&[s(&recipe)], &dir, n);
@@ -133,9 +138,10 @@ fn sharded_runs_equal_the_single_process_run_on_the_shared_corpus() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// Duplicates that sit in different parts are found by the reduce, as in one process.
+/// Duplicates that sit in different parts are found by the reduce, as in one process; malformed
+/// records of files in different parts keep the single run's order.
 #[test]
-fn duplicates_across_parts_are_removed() {
+fn duplicates_and_rejects_across_parts_equal_one_process() {
     let root = scratch("sharded-dups");
     let base = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the \
                 morning light, and the river runs cold and clear past the mill where the old miller \
@@ -143,14 +149,20 @@ fn duplicates_across_parts_are_removed() {
     let near = base.replace("before dawn", "at dawn");
     let lines =
         |docs: &[&str]| docs.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect::<String>();
-    std::fs::write(root.join("a.jsonl"), lines(&[base, "A different document about ships and harbours at dusk."]))
-        .unwrap();
-    std::fs::write(root.join("b.jsonl"), lines(&[base, &near, "Another one entirely, on mountains and snow."]))
-        .unwrap();
+    // Files a, b, c: with 2 shards, a and c are part 0 and b is part 1, so parts alone would list
+    // c's malformed records before b's.
+    let bad = "{\"text\": 3}\nnot json\n";
+    let a = lines(&[base, "A different document about ships and harbours at dusk."]) + bad;
+    std::fs::write(root.join("a.jsonl"), a).unwrap();
+    let b = lines(&[base, &near, "Another one entirely, on mountains and snow."]) + bad;
+    std::fs::write(root.join("b.jsonl"), b).unwrap();
+    let c = bad.to_string() + &lines(&["A third file, about rivers and stone bridges."]);
+    std::fs::write(root.join("c.jsonl"), c).unwrap();
     let source = format!("web={}/*.jsonl", root.display());
     let single = root.join("single");
     let stdout = ok(mixforge(&["corpus", "run", "--source", &source, "--out", s(&single)]), "single run");
     assert!(stdout.contains("dedup: 1 exact + 1 near duplicates removed"), "{stdout}");
+    assert!(stdout.contains("6 malformed records rejected"), "{stdout}");
     let dir = root.join("n2");
     sharded(&["--source", &source], &dir, 2);
     assert_same_run(&single, &dir, "planted duplicates, N = 2");

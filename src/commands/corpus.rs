@@ -38,6 +38,12 @@ pub fn run(command: CorpusCommand) -> Result<()> {
     let full_run = stages == Stages::ALL;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
     let settled = shard.is_some() && args.recipe.is_none() && args.sources.is_empty();
+    if settled && has_setting_flags(&args) {
+        anyhow::bail!(
+            "--shard without a recipe or --source takes every setting from OUT/parts/config.json; drop the other \
+             flags, or give the recipe and flags every part was made with"
+        );
+    }
     let (config, later) = if settled {
         let out =
             args.out.clone().context("--shard without a recipe or --source needs --out (a sharded run's folder)")?;
@@ -72,6 +78,25 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         text.push_str(&super::shards::after_run(&config.out, &later)?);
     }
     print_run(&config, &text, json)
+}
+
+/// Whether any flag changing the corpus settings was given.
+fn has_setting_flags(args: &RunArgs) -> bool {
+    args.strict
+        || args.filter_mode.is_some()
+        || args.threshold.is_some()
+        || args.num_perm.is_some()
+        || args.bands.is_some()
+        || args.rows.is_some()
+        || args.ngram.is_some()
+        || args.seed.is_some()
+        || args.scope.is_some()
+        || args.no_verify
+        || args.no_minhash
+        || args.no_exact
+        || !args.evals.is_empty()
+        || args.decontam_ngram.is_some()
+        || args.drop_contaminated
 }
 
 /// `corpus reduce`: a sharded run's parts into the outputs of one run.

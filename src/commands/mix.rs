@@ -1,6 +1,6 @@
 //! `mixforge mix import | fit | predict | propose | materialize`: the data-mix simulator's
 //! commands that need no libtorch. `mix swarm` and `mix loo` train models, so they run in
-//! `mixforge-torch` (`src/torch/commands/swarm.rs`), sharing `budget` and `prior` from here.
+//! `mixforge-torch` (`torch/src/commands/swarm.rs`), sharing `budget` and `prior` from here.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! Command implementations that need no libtorch: turn parsed flags into library configs and
-//! print results. The libtorch ones are in `src/torch/commands`.
+//! print results. The libtorch ones are in `torch/src/commands`.
 
 pub mod corpus;
 pub mod mix;

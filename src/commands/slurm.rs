@@ -22,6 +22,8 @@ struct Job {
     tasks: u32,
     partition: Option<String>,
     cpus_per_task: u32,
+    reduce_cpus: u32,
+    reduce_mem: Option<String>,
     time: String,
 }
 
@@ -34,37 +36,41 @@ struct Scripts {
 fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job) -> Scripts {
     let logs = out.join("slurm").join("logs");
     let partition = args.partition.as_ref().map(|p| format!("#SBATCH --partition={p}\n")).unwrap_or_default();
-    let header = |name: &str, log: &str, array: &str| {
+    // `extra`: further #SBATCH lines (the array, the reduce's memory and dependency rule).
+    let header = |name: &str, log: &str, cpus: u32, extra: &str| {
         format!(
             "#!/bin/bash\n\
              # Written by `mixforge corpus slurm`; submitted with sbatch (see README, \"On a Slurm cluster\").\n\
              #SBATCH --job-name=mixforge-{name}\n\
-             {array}\
+             {extra}\
              #SBATCH --cpus-per-task={cpus}\n\
              #SBATCH --time={time}\n\
              #SBATCH --chdir={cwd}\n\
              #SBATCH --output={log}\n\
              {partition}\
              set -euo pipefail\n",
-            cpus = args.cpus_per_task,
             time = args.time,
             cwd = cwd.display(),
             log = logs.join(log).display(),
         )
     };
-    let threads = format!("--threads \"${{SLURM_CPUS_PER_TASK:-{}}}\"", args.cpus_per_task);
+    let threads = "--threads \"${SLURM_CPUS_PER_TASK}\"";
     let map = format!(
         "{}# Task I reads input files I, I+{n}, I+2×{n}, … and writes OUT/parts/part-I-of-{n}.bin.\n\
          exec {exe} {threads} corpus run --out {out} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n",
-        header("map", "map-%a.log", &format!("#SBATCH --array=0-{}\n", args.tasks - 1)),
+        header("map", "map-%a.log", args.cpus_per_task, &format!("#SBATCH --array=0-{}\n", args.tasks - 1)),
         n = args.tasks,
         exe = quoted(exe),
         out = quoted(out),
     );
+    // The reduce holds every part's records and does the verify and kept-writing passes; if a
+    // map task fails, Slurm cancels it instead of leaving it pending forever.
+    let mem = args.reduce_mem.as_ref().map(|m| format!("#SBATCH --mem={m}\n")).unwrap_or_default();
+    let reduce_extra = format!("{mem}#SBATCH --kill-on-invalid-dep=yes\n");
     let reduce = format!(
         "{}# Duplicates across every part, then kept/, profile, summary and manifest in OUT.\n\
          exec {exe} {threads} corpus reduce --out {out}\n",
-        header("reduce", "reduce.log", ""),
+        header("reduce", "reduce.log", args.reduce_cpus, &reduce_extra),
         exe = quoted(exe),
         out = quoted(out),
     );
@@ -97,11 +103,12 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// `mixforge corpus slurm`.
 pub fn submit(args: SlurmArgs) -> Result<()> {
-    let SlurmArgs { run, tasks, partition, cpus_per_task, time, dry_run } = args;
-    let job = Job { tasks, partition, cpus_per_task, time };
+    let SlurmArgs { run, tasks, partition, cpus_per_task, reduce_cpus, reduce_mem, time, dry_run } = args;
+    let reduce_cpus = reduce_cpus.unwrap_or(cpus_per_task);
+    let job = Job { tasks, partition, cpus_per_task, reduce_cpus, reduce_mem, time };
     ensure!(run.shard.is_none(), "corpus slurm gives every task its --shard; drop --shard");
     ensure!(tasks > 0, "--tasks must be at least 1");
-    let (mut config, _) = super::corpus::pipeline_config(run, Stages::ALL)?;
+    let (mut config, later) = super::corpus::pipeline_config(run, Stages::ALL)?;
     config.out = absolute(&config.out)?;
     config.validate()?;
     let out = config.out.clone();
@@ -122,7 +129,10 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     if dry_run {
         writeln!(stdout, "# {}\n{}", map_path.display(), scripts.map)?;
         writeln!(stdout, "# {}\n{}", reduce_path.display(), scripts.reduce)?;
-        writeln!(stdout, "# would write {} and submit:", out.join("parts/config.json").display())?;
+        if !out.join("parts/config.json").is_file() {
+            writeln!(stdout, "# would write {}", out.join("parts/config.json").display())?;
+        }
+        writeln!(stdout, "# would submit:")?;
         if pending.is_empty() {
             writeln!(stdout, "sbatch --parsable {}", reduce_args(None).join(" "))?;
         } else {
@@ -131,6 +141,7 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
         }
         return Ok(());
     }
+    corpus::pipeline::check_run_dir(&out)?;
     std::fs::create_dir_all(slurm_dir.join("logs")).with_context(|| format!("creating {}", slurm_dir.display()))?;
     std::fs::create_dir_all(out.join("parts"))?;
     let settings_path = out.join("parts/config.json");
@@ -154,5 +165,13 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     let jobs = map_job.iter().chain([&reduce_job]).cloned().collect::<Vec<_>>().join(",");
     writeln!(stdout, "watch: squeue -j {jobs}; when a task fails, fix the cause and rerun this command")?;
     writeln!(stdout, "result: {} once reduce {reduce_job} ends", out.join("manifest.json").display())?;
+    if later.shards.is_some() || later.search.is_some() {
+        writeln!(
+            stdout,
+            "note: the recipe's [shards]/[search] are not part of these jobs; after the reduce run \
+             `mixforge corpus shard --in {0} …` / `mixforge corpus index --in {0} …`",
+            out.display()
+        )?;
+    }
     Ok(())
 }

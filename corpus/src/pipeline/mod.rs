@@ -143,18 +143,25 @@ struct Run<'a> {
     progress: &'a dyn Progress,
 }
 
-/// Whether `dir` holds nothing but the temporary files of a killed run (names starting with `.`).
+/// Whether `dir` holds nothing but the temporary files of a killed run (names starting with `.`)
+/// and perhaps a `parts/` another task of a sharded run just created.
 fn only_temporary_files(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir)
-        .is_ok_and(|entries| entries.flatten().all(|e| e.file_name().to_string_lossy().starts_with('.')))
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with('.') || name == "parts"
+        })
+    })
 }
 
-/// A run rewrites its outputs (and cleans `kept/`): only in a directory of its own.
-fn check_run_dir(out: &std::path::Path) -> Result<()> {
-    atomic::check_replaceable(out, "corpus run directory (no manifest.json, kept/ or parts/)", |d| {
+/// A run rewrites its outputs (and cleans `kept/`): only in a directory of its own (a corpus
+/// run's, a sharded run's, or new), which this creates.
+pub fn check_run_dir(out: &std::path::Path) -> Result<()> {
+    atomic::check_replaceable(out, "corpus run directory (no manifest.json, kept/ or parts/config.json)", |d| {
         d.join("manifest.json").is_file()
             || d.join("kept").is_dir()
-            || d.join("parts").is_dir()
+            || d.join("parts/config.json").is_file()
             || only_temporary_files(d)
     })?;
     std::fs::create_dir_all(out).at(out)

@@ -6,9 +6,11 @@
 //! Under the run directory:
 //! - `parts/config.json`: the settings and shard count every part was made with. The first
 //!   task writes it; a task that finds other settings there stops.
-//! - `parts/part-IIIII-of-NNNNN.bin` (postcard): one task's pass 1 — the stamps (size, mtime) of
-//!   its input files, every document's record and dedup keys, its malformed records. Written
-//!   atomically when the task ends, so its presence is the task's completion record.
+//! - `parts/part-IIIII-of-NNNNN.bin`: one task's pass 1 — a head (version, shard, settings, the
+//!   stamps (size, mtime) of its input files and of the evaluation sets) and a body (every
+//!   document's record and dedup keys, its malformed records), each postcard, the head's length
+//!   first so a scheduler can check a part without reading it all. Written atomically when the
+//!   task ends, so its presence is the task's completion record.
 //!
 //! Shard I takes input files I, I + N, I + 2N, … (files numbered as in the run's document ids),
 //! as datatrove's tasks do: the unit of work is a file, so a corpus should come as ≥ N files.
@@ -80,25 +82,42 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn of(file: &InputFile) -> Result<Stamp> {
-        let meta = std::fs::metadata(&file.path).at(&file.path)?;
-        let modified = meta.modified().at(&file.path)?;
+    fn of(path: &Path) -> Result<Stamp> {
+        let meta = std::fs::metadata(path).at(path)?;
+        let modified = meta.modified().at(path)?;
         Ok(Stamp {
-            path: file.path.clone(),
+            path: path.to_path_buf(),
             bytes: meta.len(),
             modified_ns: modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
         })
     }
+
+    /// The stamps of a shard's input files and of the evaluation sets (whose item numbers the
+    /// records' contamination hits refer to).
+    fn now(config: &PipelineConfig, files: &[InputFile], shard: Shard) -> Result<(Vec<Stamp>, Vec<Stamp>)> {
+        let inputs = files.iter().filter(|f| shard.takes(f)).map(|f| Stamp::of(&f.path)).collect::<Result<_>>()?;
+        let evals = config.decontam.iter().flat_map(|d| &d.evals).map(|p| Stamp::of(p)).collect::<Result<_>>()?;
+        Ok((inputs, evals))
+    }
 }
 
-/// One task's pass 1.
+/// What a part file starts with (after its length, a little-endian u64): enough to tell whether
+/// the part is still valid, read without the rest.
 #[derive(Serialize, Deserialize)]
-struct Part {
+struct Head {
     format_version: u32,
+    /// The corpus crate version that wrote it: parts of two builds are never mixed.
+    version: String,
     shard: Shard,
-    /// `parts/config.json` as this task found or wrote it.
+    /// `parts/config.json` as the task found or wrote it.
     settings: String,
     inputs: Vec<Stamp>,
+    evals: Vec<Stamp>,
+}
+
+/// The rest of a part: one task's pass 1.
+#[derive(Serialize, Deserialize)]
+struct Body {
     records: Vec<DocRecord>,
     keys: Vec<Keys>,
     rejects: Vec<RejectEntry>,
@@ -147,28 +166,30 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
     }
     let run = Run::new(config, progress)?;
     let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f)).collect();
-    let inputs = files.iter().map(|f| Stamp::of(f)).collect::<Result<Vec<_>>>()?;
+    let (inputs, evals) = Stamp::now(config, &run.files, shard)?;
+    let head = Head {
+        format_version: PARTS_FORMAT_VERSION,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        shard,
+        settings,
+        inputs,
+        evals,
+    };
     let started = Instant::now();
     let mut rejects = Vec::new();
     let (records, keys) = run.analyze(&files, &mut |reject| {
         rejects.push(reject);
         Ok(())
     })?;
-    let part = Part {
-        format_version: PARTS_FORMAT_VERSION,
-        shard,
-        settings,
-        inputs,
-        records,
-        keys,
-        rejects,
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    let body = Body { records, keys, rejects, seconds: started.elapsed().as_secs_f64() };
     let path = part_path(&dir, shard);
-    let bytes = postcard::to_stdvec(&part)
-        .map_err(|e| Error::Corrupt { path: path.clone(), reason: format!("encoding the part: {e}") })?;
+    let encode = |e: postcard::Error| Error::Corrupt { path: path.clone(), reason: format!("encoding the part: {e}") };
+    let head_bytes = postcard::to_stdvec(&head).map_err(encode)?;
+    let mut bytes = (head_bytes.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&head_bytes);
+    bytes.extend_from_slice(&postcard::to_stdvec(&body).map_err(encode)?);
     atomic::write_file(&path, &bytes)?;
-    Ok(PartReport { shard, files: files.len(), docs: part.records.len(), rejected: part.rejects.len(), path })
+    Ok(PartReport { shard, files: files.len(), docs: body.records.len(), rejected: body.rejects.len(), path })
 }
 
 /// `corpus reduce --out DIR`: every part's records and keys in document order, then the rest of
@@ -195,7 +216,7 @@ pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Ru
     let mut seconds = 0.0;
     for index in 0..count {
         let shard = Shard { index, count };
-        let part = read_part(&part_path(&dir, shard), shard, &settings, &run.files)?;
+        let part = read_part(&part_path(&dir, shard), shard, &settings, &config, &run.files)?;
         docs.extend(part.records.into_iter().zip(part.keys));
         rejects.extend(part.rejects);
         seconds += part.seconds;
@@ -217,49 +238,70 @@ pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Ru
 }
 
 /// Reads one part and checks it belongs: same settings, the right shard, inputs unchanged.
-fn read_part(path: &Path, shard: Shard, settings: &str, files: &[InputFile]) -> Result<Part> {
+fn read_part(path: &Path, shard: Shard, settings: &str, config: &PipelineConfig, files: &[InputFile]) -> Result<Body> {
     let bytes = std::fs::read(path).at(path)?;
-    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
-    let part: Part =
-        postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("not a readable part ({e}); rerun shard {shard}")))?;
-    let head =
-        Head { format_version: part.format_version, shard: part.shard, settings: part.settings, inputs: part.inputs };
-    if let Some(reason) = head.mismatch(shard, settings, files)? {
-        return Err(corrupt(format!("{reason}; rerun shard {shard}")));
+    let corrupt =
+        |reason: String| Error::Corrupt { path: path.to_path_buf(), reason: format!("{reason}; rerun shard {shard}") };
+    let (head, body) = split(&bytes).ok_or_else(|| corrupt("not a readable part (cut short?)".into()))?;
+    let head: Head = postcard::from_bytes(head).map_err(|e| corrupt(format!("not a readable part ({e})")))?;
+    if let Some(reason) = head.mismatch(shard, settings, config, files)? {
+        return Err(corrupt(reason));
     }
-    Ok(Part { settings: head.settings, inputs: head.inputs, ..part })
+    postcard::from_bytes(body).map_err(|e| corrupt(format!("not a readable part ({e})")))
 }
 
-/// The fields a part starts with: enough to tell whether it is still valid.
-#[derive(Deserialize)]
-struct Head {
-    format_version: u32,
-    shard: Shard,
-    settings: String,
-    inputs: Vec<Stamp>,
+/// A part file's head and body.
+fn split(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = 8usize.checked_add(usize::try_from(len).ok()?)?;
+    Some((bytes.get(8..end)?, bytes.get(end..)?))
+}
+
+/// Reads just the head of a part file.
+fn read_head(path: &Path) -> Option<Head> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let mut head = vec![0u8; usize::try_from(u64::from_le_bytes(len)).ok()?.min(1 << 30)];
+    file.read_exact(&mut head).ok()?;
+    postcard::from_bytes(&head).ok()
 }
 
 impl Head {
     /// Why this part cannot serve as `shard` of a run with `settings` over `files` now.
-    fn mismatch(&self, shard: Shard, settings: &str, files: &[InputFile]) -> Result<Option<String>> {
-        if self.format_version != PARTS_FORMAT_VERSION {
+    fn mismatch(
+        &self,
+        shard: Shard,
+        settings: &str,
+        config: &PipelineConfig,
+        files: &[InputFile],
+    ) -> Result<Option<String>> {
+        if self.format_version != PARTS_FORMAT_VERSION || self.version != env!("CARGO_PKG_VERSION") {
             return Ok(Some(format!(
-                "part format {} (this mixforge reads {PARTS_FORMAT_VERSION})",
-                self.format_version
+                "written by mixforge {} (part format {}); this is {} (format {PARTS_FORMAT_VERSION})",
+                self.version,
+                self.format_version,
+                env!("CARGO_PKG_VERSION")
             )));
         }
         if self.shard != shard || self.settings != settings {
             return Ok(Some(format!("made as shard {} with other settings than parts/config.json", self.shard)));
         }
-        let now = files.iter().filter(|f| shard.takes(f)).map(Stamp::of).collect::<Result<Vec<_>>>()?;
-        if let Some(changed) = now.iter().find(|s| !self.inputs.contains(s)) {
-            return Ok(Some(format!(
-                "input {} changed (size or modification time) since this part was made",
-                changed.path.display()
-            )));
-        }
-        if now.len() != self.inputs.len() {
-            return Ok(Some(format!("the input files of shard {shard} changed since this part was made")));
+        let (inputs, evals) = Stamp::now(config, files, shard)?;
+        // Both lists are in file order: compare them pairwise.
+        for (now, then) in [(&inputs, &self.inputs), (&evals, &self.evals)] {
+            if let Some(changed) = now.iter().zip(then.iter()).find(|(a, b)| a != b).map(|(a, _)| a) {
+                return Ok(Some(format!(
+                    "{} changed (size or modification time) since this part was made",
+                    changed.path.display()
+                )));
+            }
+            if now.len() != then.len() {
+                return Ok(Some(format!(
+                    "the input or evaluation files of shard {shard} changed since this part was made"
+                )));
+            }
         }
         Ok(None)
     }
@@ -280,13 +322,9 @@ pub fn pending(config: &PipelineConfig, shards: u32) -> Result<Vec<u32>> {
     let mut todo = Vec::new();
     for index in 0..shards {
         let shard = Shard { index, count: shards };
-        let path = part_path(&dir, shard);
-        let valid = match std::fs::read(&path) {
-            Ok(bytes) => match postcard::take_from_bytes::<Head>(&bytes) {
-                Ok((head, _)) => head.mismatch(shard, &settings, &files)?.is_none(),
-                Err(_) => false,
-            },
-            Err(_) => false,
+        let valid = match read_head(&part_path(&dir, shard)) {
+            Some(head) => head.mismatch(shard, &settings, config, &files)?.is_none(),
+            None => false,
         };
         if !valid {
             todo.push(index);
