@@ -10,27 +10,15 @@ file size over the whole process's wall time. Prints a table and writes WORKDIR/
 """
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 
 import pyarrow.parquet as pq
 
+from timing import timed
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def timed(cmd):
-    """Runs cmd under /usr/bin/time -v; returns (stdout, wall seconds, peak RSS MiB)."""
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
-    h, m, s = wall.groups()
-    seconds = int(h or 0) * 3600 + int(m) * 60 + float(s)
-    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return proc.stdout, seconds, rss_kib / 1024
 
 
 def mixforge_removed(out):
