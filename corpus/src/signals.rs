@@ -166,6 +166,9 @@ pub struct Scratch {
     gram_hashes: Vec<u64>,
     counts: CountTable,
     seen: hashbrown::HashSet<u64, IdentityBuild>,
+    /// Positions whose n-gram occurs more than once, for the next n.
+    positions: Vec<u32>,
+    slots: Vec<u32>,
     /// Whether the 5-gram at each position occurs more than once in the document.
     repeated: Vec<bool>,
 }
@@ -173,7 +176,6 @@ pub struct Scratch {
 /// Computes every signal of `text`.
 pub fn compute(text: &str, scratch: &mut Scratch) -> Signals {
     let mut s = Signals { bytes: text.len() as u64, est_tokens: (text.len() as u64).div_ceil(4), ..Signals::default() };
-    char_classes(text, &mut s);
     words(text, &mut s, scratch);
     lines(text, &mut s, scratch);
     paragraphs(text, &mut s, scratch);
@@ -188,8 +190,8 @@ pub fn compute(text: &str, scratch: &mut Scratch) -> Signals {
 /// multiply; this loop is the largest single cost of the profile.
 #[derive(Default)]
 struct CountTable {
-    keys: Vec<u64>,
-    counts: Vec<u32>,
+    /// Key and count side by side: one cache line per probe on tables larger than the cache.
+    slots: Vec<(u64, u32)>,
     mask: usize,
 }
 
@@ -197,10 +199,8 @@ impl CountTable {
     /// Empties the table and sizes it for `n` keys.
     fn reset(&mut self, n: usize) {
         let size = (n * 2).next_power_of_two().max(16);
-        self.keys.clear();
-        self.keys.resize(size, 0);
-        self.counts.clear();
-        self.counts.resize(size, 0);
+        self.slots.clear();
+        self.slots.resize(size, (0, 0));
         self.mask = size - 1;
     }
 
@@ -209,22 +209,22 @@ impl CountTable {
         // repetition statistics.
         let key = key.max(1);
         let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & self.mask;
-        while self.keys[i] != 0 && self.keys[i] != key {
+        while self.slots[i].0 != 0 && self.slots[i].0 != key {
             i = (i + 1) & self.mask;
         }
         i
     }
 
-    /// Adds one to `key`'s count and returns the new count.
-    fn increment(&mut self, key: u64) -> u32 {
+    /// Adds one to `key`'s count and returns its slot, where [`CountTable::count`] reads it.
+    fn increment(&mut self, key: u64) -> usize {
         let i = self.slot(key);
-        self.keys[i] = key.max(1);
-        self.counts[i] += 1;
-        self.counts[i]
+        self.slots[i].0 = key.max(1);
+        self.slots[i].1 += 1;
+        i
     }
 
-    fn get(&self, key: u64) -> u32 {
-        self.counts[self.slot(key)]
+    fn count(&self, slot: usize) -> u32 {
+        self.slots[slot].1
     }
 }
 
@@ -232,36 +232,22 @@ fn frac(part: u64, whole: u64) -> f32 {
     if whole == 0 { 0.0 } else { (part as f64 / whole as f64) as f32 }
 }
 
-/// ASCII byte classes for [`char_classes`]: 0 lower, 1 upper, 2 digit, 3 space, 4 symbol,
-/// 5 non-ASCII byte.
-const BYTE_CLASS: [u8; 256] = {
-    let mut table = [5u8; 256];
-    let mut b = 0;
-    while b < 128 {
-        table[b] = match b as u8 {
-            b'a'..=b'z' => 0,
-            b'A'..=b'Z' => 1,
-            b'0'..=b'9' => 2,
-            b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => 3,
-            _ => 4,
-        };
-        b += 1;
-    }
-    table
-};
-
-fn char_classes(text: &str, s: &mut Signals) {
-    // Table lookup per byte; multi-byte characters are then classified one by one.
-    let mut ascii = [0u64; 6];
-    for &b in text.as_bytes() {
-        ascii[usize::from(BYTE_CLASS[usize::from(b)])] += 1;
-    }
-    let (mut chars, mut alpha, mut digit, mut upper, mut space, mut symbol) =
-        (ascii[..5].iter().sum::<u64>(), ascii[0] + ascii[1], ascii[2], ascii[1], ascii[3], ascii[4]);
+/// Character-class fractions and the majority script, from the byte counts of
+/// [`class_counts`]; multi-byte characters are classified here.
+fn char_classes(text: &str, ascii: &[u64; 7], s: &mut Signals) {
+    let [lower, upper, digit, separator, symbol, non_ascii_bytes, vertical_tab] = *ascii;
+    let (mut chars, mut alpha, mut digit, mut upper, mut space, mut symbol) = (
+        lower + upper + digit + separator + symbol + vertical_tab,
+        lower + upper,
+        digit,
+        upper,
+        separator + vertical_tab,
+        symbol,
+    );
     let mut non_ascii = 0u64;
     let mut script_counts = [0u32; 9];
-    script_counts[0] = (ascii[0] + ascii[1]) as u32;
-    if ascii[5] > 0 {
+    script_counts[0] = (lower + upper) as u32;
+    if non_ascii_bytes > 0 {
         for c in text.chars().filter(|c| !c.is_ascii()) {
             chars += 1;
             non_ascii += 1;
@@ -304,63 +290,73 @@ const SCRIPTS: [Script; 9] = [
     Script::Other,
 ];
 
+/// Byte classes, as [`class_counts`] indexes its counts.
+const LOWER: u8 = 0;
+const UPPER: u8 = 1;
+const DIGIT: u8 = 2;
+/// ASCII whitespace that separates words (as `str::split_ascii_whitespace`).
+const SEPARATOR: u8 = 3;
+const SYMBOL: u8 = 4;
+/// A byte of a multi-byte character: classified per character afterwards.
+const NON_ASCII: u8 = 5;
+/// Vertical tab: whitespace for the character classes, but it does not separate words.
+const VERTICAL_TAB: u8 = 6;
+
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [NON_ASCII; 256];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = match b as u8 {
+            b'a'..=b'z' => LOWER,
+            b'A'..=b'Z' => UPPER,
+            b'0'..=b'9' => DIGIT,
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0C => SEPARATOR,
+            0x0B => VERTICAL_TAB,
+            _ => SYMBOL,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// Word signals in one pass over the bytes (then the character classes, which the language
+/// hint needs): a table lookup per byte ends or extends the current word, whose per-word facts
+/// are the union of its bytes' classes. Multi-byte characters are decoded only in words that
+/// have them.
 fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
     scratch.word_hashes.clear();
     scratch.word_chars.clear();
-    let (mut tokens, mut alpha_tokens, mut words, mut word_chars, mut stop, mut common) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut symbols = 0u64;
-    for token in text.split_ascii_whitespace() {
-        tokens += 1;
-        let bytes = token.as_bytes();
-        // One pass over the token's bytes gathers every per-word fact.
-        let (mut alpha, mut digit, mut non_ascii, mut dots, mut max_dots) = (false, false, false, 0u32, 0u32);
-        for &b in bytes {
-            alpha |= b.is_ascii_alphabetic();
-            digit |= b.is_ascii_digit();
-            non_ascii |= b >= 0x80;
-            symbols += u64::from(b == b'#');
-            dots = if b == b'.' { dots + 1 } else { 0 };
-            max_dots = max_dots.max(dots);
-        }
-        if max_dots >= 3 {
-            symbols += count_ellipses(token);
-        }
-        let n_chars = if non_ascii {
-            symbols += token.matches('…').count() as u64;
-            let (letters, alnum) =
-                token.chars().fold((false, false), |(l, a), c| (l || c.is_alphabetic(), a || c.is_alphanumeric()));
-            alpha |= letters;
-            digit |= alnum;
-            token.chars().count()
-        } else {
-            bytes.len()
-        } as u32;
-        alpha_tokens += u64::from(alpha);
-        scratch.word_hashes.push(hash_bytes(bytes));
-        scratch.word_chars.push(n_chars);
-        if alpha || digit {
-            words += 1;
-            word_chars += u64::from(n_chars);
-            // Stop words have at most 4 letters; skip the trim for longer tokens.
-            let core =
-                if bytes.len() <= 8 { token.trim_matches(|c: char| c.is_ascii_punctuation()).as_bytes() } else { b"" };
-            if (1..=4).contains(&core.len()) {
-                let mut lower = [0u8; 4];
-                lower[..core.len()].copy_from_slice(core);
-                lower.make_ascii_lowercase();
-                let lower = &lower[..core.len()];
-                stop += u64::from(GOPHER_STOP_WORDS.iter().any(|w| w.as_bytes() == lower));
-                common += u64::from(ENGLISH_COMMON.iter().any(|w| w.as_bytes() == lower));
+    let bytes = text.as_bytes();
+    let mut words = WordCounts::default();
+    let (mut start, mut classes) = (0usize, 0u8);
+    for (i, &b) in bytes.iter().enumerate() {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class == SEPARATOR {
+            if classes != 0 {
+                words.push(&text[start..i], classes, scratch);
+                classes = 0;
             }
+            start = i + 1;
+        } else {
+            classes |= 1 << class;
         }
     }
-    s.words = words;
-    s.mean_word_len = frac(word_chars, words);
-    s.alpha_word_frac = frac(alpha_tokens, tokens);
-    s.stop_words = stop;
-    s.symbol_word_ratio = frac(symbols, words);
-    s.lang_hint = if s.script == Script::Latin && frac(common, words) >= 0.08 {
+    if classes != 0 {
+        words.push(&text[start..], classes, scratch);
+    }
+    let class_counts = class_counts(bytes);
+    char_classes(text, &class_counts, s);
+    // `#`, `...` and `…` never contain whitespace, so counting them over the text counts them
+    // over its words.
+    let symbols = memchr::memchr_iter(b'#', bytes).count()
+        + memchr::memmem::find_iter(bytes, b"...").count()
+        + if class_counts[usize::from(NON_ASCII)] > 0 { memchr::memmem::find_iter(bytes, "…").count() } else { 0 };
+    s.words = words.words;
+    s.mean_word_len = frac(words.word_chars, words.words);
+    s.alpha_word_frac = frac(words.alpha_tokens, words.tokens);
+    s.stop_words = words.stop;
+    s.symbol_word_ratio = frac(symbols as u64, words.words);
+    s.lang_hint = if s.script == Script::Latin && frac(words.common, words.words) >= 0.08 {
         LangHint::En
     } else if s.symbol_frac > 0.08 && looks_like_code(text) {
         LangHint::Code
@@ -369,13 +365,123 @@ fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
     };
 }
 
+/// Bytes per class, indexed by class. Comparisons rather than [`BYTE_CLASS`] lookups: the
+/// compiler vectorizes them, where incrementing a table of counters per byte waits on the
+/// previous byte's store whenever two neighbours share a class.
+fn class_counts(bytes: &[u8]) -> [u64; 7] {
+    let mut counts = [0u64; 7];
+    // u32 lanes vectorize twice as wide as u64; 64 KiB chunks keep them from overflowing.
+    for chunk in bytes.chunks(1 << 16) {
+        let (mut lower, mut upper, mut digit, mut separator, mut non_ascii, mut vertical_tab) =
+            (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
+        for &b in chunk {
+            lower += u32::from(b.wrapping_sub(b'a') < 26);
+            upper += u32::from(b.wrapping_sub(b'A') < 26);
+            digit += u32::from(b.wrapping_sub(b'0') < 10);
+            separator += u32::from(b == b' ' || b.wrapping_sub(b'\t') < 2 || b.wrapping_sub(0x0C) < 2);
+            non_ascii += u32::from(b >= 0x80);
+            vertical_tab += u32::from(b == 0x0B);
+        }
+        let symbol = chunk.len() as u32 - lower - upper - digit - separator - non_ascii - vertical_tab;
+        for (count, n) in counts.iter_mut().zip([lower, upper, digit, separator, symbol, non_ascii, vertical_tab]) {
+            *count += u64::from(n);
+        }
+    }
+    counts
+}
+
+/// Running counts over a document's whitespace-separated tokens.
+#[derive(Default)]
+struct WordCounts {
+    tokens: u64,
+    alpha_tokens: u64,
+    /// Tokens with a letter or digit, and their characters.
+    words: u64,
+    word_chars: u64,
+    stop: u64,
+    common: u64,
+}
+
+impl WordCounts {
+    /// One token, with the union of its bytes' classes (bit `1 << class`).
+    fn push(&mut self, token: &str, classes: u8, scratch: &mut Scratch) {
+        let bytes = token.as_bytes();
+        let (mut alpha, mut digit) = (classes & (1 << LOWER | 1 << UPPER) != 0, classes & (1 << DIGIT) != 0);
+        let n_chars = if classes & (1 << NON_ASCII) != 0 {
+            let (letters, alnum) =
+                token.chars().fold((false, false), |(l, a), c| (l || c.is_alphabetic(), a || c.is_alphanumeric()));
+            alpha |= letters;
+            digit |= alnum;
+            token.chars().count()
+        } else {
+            bytes.len()
+        } as u32;
+        self.tokens += 1;
+        self.alpha_tokens += u64::from(alpha);
+        scratch.word_hashes.push(hash_bytes(bytes));
+        scratch.word_chars.push(n_chars);
+        if alpha || digit {
+            self.words += 1;
+            self.word_chars += u64::from(n_chars);
+            // Stop words have at most 4 letters; skip the trim for longer tokens.
+            if bytes.len() <= 8
+                && let Some(code) = short_word_code(trim_ascii_punctuation(bytes))
+            {
+                self.stop += u64::from(GOPHER_STOP_CODES.contains(&code));
+                self.common += u64::from(ENGLISH_COMMON_CODES.contains(&code));
+            }
+        }
+    }
+}
+
+fn trim_ascii_punctuation(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes
+        && first.is_ascii_punctuation()
+    {
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes
+        && last.is_ascii_punctuation()
+    {
+        bytes = rest;
+    }
+    bytes
+}
+
+/// A word of 1 to 4 bytes, lowercased and packed into a `u32`, so the stop-word lists are
+/// searched by integer compares.
+const fn short_word_code(word: &[u8]) -> Option<u32> {
+    if word.is_empty() || word.len() > 4 {
+        return None;
+    }
+    let mut code = 0u32;
+    let mut i = 0;
+    while i < word.len() {
+        code |= (word[i].to_ascii_lowercase() as u32) << (8 * i);
+        i += 1;
+    }
+    Some(code)
+}
+
+const fn word_codes<const N: usize>(words: [&str; N]) -> [u32; N] {
+    let mut codes = [0u32; N];
+    let mut i = 0;
+    while i < N {
+        codes[i] = match short_word_code(words[i].as_bytes()) {
+            Some(code) => code,
+            None => panic!("stop words have 1 to 4 letters"),
+        };
+        i += 1;
+    }
+    codes
+}
+
+const GOPHER_STOP_CODES: [u32; 8] = word_codes(GOPHER_STOP_WORDS);
+const ENGLISH_COMMON_CODES: [u32; 24] = word_codes(ENGLISH_COMMON);
+
 fn looks_like_code(text: &str) -> bool {
     let b = text.as_bytes();
     b.contains(&b'{') || b.contains(&b';') || text.contains("def ") || text.contains("fn ")
-}
-
-fn count_ellipses(token: &str) -> u64 {
-    token.matches("...").count() as u64
 }
 
 fn lines(text: &str, s: &mut Signals, scratch: &mut Scratch) {
@@ -446,9 +552,10 @@ fn paragraphs(text: &str, s: &mut Signals, scratch: &mut Scratch) {
 /// n-gram hashes built incrementally: the hash of an n-gram at `i` mixes the (n-1)-gram's
 /// hash at `i` with word `i + n - 1`.
 ///
-/// An n-gram (n ≥ 5) can only repeat where its leading 5-gram occurs more than once, so after
-/// counting 5-grams the greedy scans for n = 5..10 touch the set only at such positions: on
-/// typical text that skips nearly all of the six passes Gopher's definition implies.
+/// An n-gram can only repeat where its leading (n-1)-gram does, so each n from 3 to 5 counts
+/// only the positions where the (n-1)-gram repeated; a gram counted nowhere occurs once. After
+/// the 5-grams, the greedy scans for n = 5..10 touch the set only where the 5-gram repeats:
+/// on typical text that skips most of the nine passes Gopher's definitions imply.
 fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
     let words = &scratch.word_hashes;
     let chars = &scratch.word_chars;
@@ -458,6 +565,10 @@ fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
     grams.clear();
     grams.extend_from_slice(words);
     let counts = &mut scratch.counts;
+    // Positions whose (n-1)-gram occurs more than once, ascending.
+    let positions = &mut scratch.positions;
+    // The count table's slot of the n-gram at each of `positions`.
+    let slots = &mut scratch.slots;
     let repeated5 = &mut scratch.repeated;
     for n in 2..=10usize {
         if words.len() < n {
@@ -469,22 +580,45 @@ fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
         }
         grams.truncate(windows);
         if n <= 5 {
-            counts.reset(windows);
-            let mut max = 0;
-            for &g in grams.iter() {
-                max = max.max(counts.increment(g));
+            if n == 2 {
+                positions.clear();
+                positions.extend(0..windows as u32);
+            } else {
+                // The last (n-1)-gram has no n-gram.
+                positions.truncate(positions.partition_point(|&i| (i as usize) < windows));
             }
+            counts.reset(positions.len());
+            slots.clear();
+            slots.extend(positions.iter().map(|&i| counts.increment(grams[i as usize]) as u32));
+            let max = slots.iter().map(|&slot| counts.count(slot as usize)).max().unwrap_or(1);
             if n <= 4 {
                 // Most frequent n-gram: its characters (words plus separating spaces) × its
                 // count. Ties go to the earliest first occurrence, as Python's
-                // `Counter.most_common` in datatrove.
-                let i = grams.iter().position(|&g| counts.get(g) == max).expect("a gram has the max count");
-                let count = max;
-                s.top_ngram_frac[n - 2] = frac((span_chars(i, n) + (n as u64 - 1)) * u64::from(count), total);
+                // `Counter.most_common` in datatrove; when every n-gram is unique, that is the first.
+                let i = if max == 1 {
+                    0
+                } else {
+                    let k = slots
+                        .iter()
+                        .position(|&slot| counts.count(slot as usize) == max)
+                        .expect("a gram has the max count");
+                    positions[k] as usize
+                };
+                s.top_ngram_frac[n - 2] = frac((span_chars(i, n) + (n as u64 - 1)) * u64::from(max), total);
+            }
+            let mut k = 0;
+            positions.retain(|_| {
+                k += 1;
+                counts.count(slots[k - 1] as usize) > 1
+            });
+            if n <= 4 {
                 continue;
             }
             repeated5.clear();
-            repeated5.extend(grams.iter().map(|&g| counts.get(g) > 1));
+            repeated5.resize(windows, false);
+            for &i in positions.iter() {
+                repeated5[i as usize] = true;
+            }
         }
         // Greedy scan: a repeated n-gram counts its characters and skips past itself.
         scratch.seen.clear();
