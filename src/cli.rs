@@ -891,6 +891,10 @@ pub struct SlurmArgs {
     /// Time limit per job, as sbatch takes it.
     #[arg(long, default_value = "4:00:00")]
     pub time: String,
+    /// An option for every sbatch call, as sbatch takes it (repeatable), e.g.
+    /// `--sbatch-arg=--account=lab --sbatch-arg=--qos=low`.
+    #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
     /// Print the scripts and sbatch commands; write and submit nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -1,6 +1,7 @@
 //! `corpus slurm` through a real Slurm: the one-node cluster scripts/setup-slurm starts (the
 //! test command runs it). The demo corpus as a 4-task array and a reduce after it equals the
-//! single-process run; a lost part is resubmitted alone; `--dry-run` shows the scripts.
+//! single-process run; a lost part is resubmitted alone; a rerun while the last submission is
+//! queued is refused; `--dry-run` shows the scripts.
 
 use std::path::Path;
 use std::process::Command;
@@ -98,6 +99,7 @@ fn dry_run_prints_the_scripts_and_submits_nothing() {
             "7",
             "--partition",
             "cpu",
+            "--sbatch-arg=--account=lab",
             "--out",
             s(&run),
             "--dry-run",
@@ -111,11 +113,39 @@ fn dry_run_prints_the_scripts_and_submits_nothing() {
         "corpus run --out",
         "--shard \"${SLURM_ARRAY_TASK_ID}/7\"",
         "corpus reduce --out",
-        "MAP=$(sbatch --parsable --array=0,1,2,3,4,5,6",
-        "--dependency=afterok:$MAP",
+        "MAP=$(sbatch --parsable --account=lab --array=0,1,2,3,4,5,6",
+        "sbatch --parsable --account=lab --dependency=afterok:$MAP",
     ] {
         assert!(stdout.contains(needle), "`{needle}` in:\n{stdout}");
     }
     assert!(!run.exists(), "a dry run writes nothing");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_rerun_while_the_last_submission_is_queued_is_refused() {
+    let root = scratch("slurm-queued");
+    let run = root.join("run");
+    let args = ["corpus", "slurm", "recipes/demo.toml", "--tasks", "2", "--out", s(&run)];
+    // Held jobs stay queued until released.
+    let held: Vec<&str> = args.iter().copied().chain(["--sbatch-arg=--hold"]).collect();
+    let jobs = job_ids(&ok(mixforge(&held), "a held submission"));
+    assert_eq!(jobs.len(), 2, "a map array and a reduce");
+    let again = mixforge(&args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "a second submission of queued tasks must be refused");
+    assert!(
+        stderr.contains("still queued or running") && stderr.contains(&format!("scancel {}", jobs.join(" "))),
+        "{stderr}"
+    );
+
+    // Released, they run; once they ended, a rerun submits again (only the reduce: every part is done).
+    let released = Command::new("scontrol").args(["release", &jobs.join(",")]).status().unwrap();
+    assert!(released.success());
+    wait_for(&jobs, &run);
+    assert!(run.join("manifest.json").is_file(), "the released jobs finished the run");
+    let stdout = ok(mixforge(&args), "a rerun after the jobs ended");
+    assert!(stdout.contains("every part is done"), "{stdout}");
+    wait_for(&job_ids(&stdout), &run);
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -19,7 +19,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Starts writing `target` (its directory must exist).
     pub fn create(target: &Path) -> Result<AtomicFile> {
-        let temp = temp_name(target, &format!("tmp-{}", std::process::id()));
+        let temp = temp_name(target, writer_tag());
         let file = File::create(&temp).at(&temp)?;
         Ok(AtomicFile { target: target.to_path_buf(), temp, writer: Some(BufWriter::with_capacity(1 << 20, file)) })
     }
@@ -57,6 +57,17 @@ impl Write for AtomicFile {
     }
 }
 
+/// This process's part of temporary file names: the host and the process id, since on storage
+/// that several machines share (a cluster's run directory) process ids alone may coincide.
+fn writer_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        format!("tmp-{host}-{}", std::process::id())
+    })
+}
+
 /// Writes `bytes` to `target` atomically.
 pub fn write_file(target: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(target)?;
@@ -74,7 +85,7 @@ pub fn write_json<T: serde::Serialize>(target: &Path, value: &T) -> Result<()> {
 /// Writes `target` atomically through a library that only takes a path (safetensors, say):
 /// `write` receives the temporary path; on success the file is synced and renamed into place.
 pub fn write_via<E: From<Error>>(target: &Path, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
-    let temp = temp_name(target, &format!("tmp-{}", std::process::id()));
+    let temp = temp_name(target, writer_tag());
     let result = write(&temp).and_then(|()| {
         File::open(&temp).and_then(|f| f.sync_all()).at(&temp)?;
         std::fs::rename(&temp, target).at(target)?;

@@ -101,9 +101,39 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
 }
 
+/// Fails when jobs of the last submission into this run (their ids in `submitted`) are still
+/// queued or running: submitting again would run the same tasks twice, into the same parts.
+fn refuse_while_queued(submitted: &Path) -> Result<()> {
+    let Ok(jobs) = std::fs::read_to_string(submitted) else { return Ok(()) };
+    let jobs = jobs.trim();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let out = Command::new("squeue")
+        .args(["--noheader", "--format=%i %T", "--states=PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"])
+        .arg(format!("--jobs={jobs}"))
+        .output()
+        .context("running squeue (is Slurm installed and on PATH?)")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Jobs the controller has forgotten (long finished) are not queued.
+    if !out.status.success() && !stderr.contains("Invalid job id") {
+        bail!("squeue --jobs={jobs} failed: {}", stderr.trim());
+    }
+    let queued = String::from_utf8_lossy(&out.stdout);
+    let queued: Vec<&str> = queued.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    ensure!(
+        queued.is_empty(),
+        "jobs {jobs} of the last submission into this run are still queued or running ({}): wait for them \
+         (squeue --jobs={jobs}) or cancel them (scancel {}), then rerun",
+        queued.join(", "),
+        jobs.replace(',', " ")
+    );
+    Ok(())
+}
+
 /// `mixforge corpus slurm`.
 pub fn submit(args: SlurmArgs) -> Result<()> {
-    let SlurmArgs { run, tasks, partition, cpus_per_task, reduce_cpus, reduce_mem, time, dry_run } = args;
+    let SlurmArgs { run, tasks, partition, cpus_per_task, reduce_cpus, reduce_mem, time, sbatch_args, dry_run } = args;
     let reduce_cpus = reduce_cpus.unwrap_or(cpus_per_task);
     let job = Job { tasks, partition, cpus_per_task, reduce_cpus, reduce_mem, time };
     ensure!(run.shard.is_none(), "corpus slurm gives every task its --shard; drop --shard");
@@ -119,9 +149,11 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     let slurm_dir = out.join("slurm");
     let (map_path, reduce_path) = (slurm_dir.join("map.sbatch"), slurm_dir.join("reduce.sbatch"));
     let array = pending.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    let map_args = vec![format!("--array={array}"), map_path.display().to_string()];
+    let mut map_args = sbatch_args.clone();
+    map_args.extend([format!("--array={array}"), map_path.display().to_string()]);
     let reduce_args = |after: Option<&str>| {
-        let mut a: Vec<String> = after.map(|j| format!("--dependency=afterok:{j}")).into_iter().collect();
+        let mut a = sbatch_args.clone();
+        a.extend(after.map(|j| format!("--dependency=afterok:{j}")));
         a.push(reduce_path.display().to_string());
         a
     };
@@ -142,6 +174,8 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
         return Ok(());
     }
     corpus::pipeline::check_run_dir(&out)?;
+    let submitted_path = slurm_dir.join("submitted");
+    refuse_while_queued(&submitted_path)?;
     std::fs::create_dir_all(slurm_dir.join("logs")).with_context(|| format!("creating {}", slurm_dir.display()))?;
     std::fs::create_dir_all(out.join("parts"))?;
     let settings_path = out.join("parts/config.json");
@@ -152,6 +186,8 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     corpus::atomic::write_file(&reduce_path, scripts.reduce.as_bytes())?;
     let map_job = if pending.is_empty() { None } else { Some(sbatch(&map_args)?) };
     let reduce_job = sbatch(&reduce_args(map_job.as_deref()))?;
+    let jobs = map_job.iter().chain([&reduce_job]).cloned().collect::<Vec<_>>().join(",");
+    corpus::atomic::write_file(&submitted_path, format!("{jobs}\n").as_bytes())?;
     match &map_job {
         Some(job) => writeln!(
             stdout,
@@ -162,7 +198,6 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
         None => writeln!(stdout, "every part is done; submitted reduce {reduce_job}")?,
     }
     writeln!(stdout, "logs: {}", slurm_dir.join("logs").display())?;
-    let jobs = map_job.iter().chain([&reduce_job]).cloned().collect::<Vec<_>>().join(",");
     writeln!(stdout, "watch: squeue -j {jobs}; when a task fails, fix the cause and rerun this command")?;
     writeln!(stdout, "result: {} once reduce {reduce_job} ends", out.join("manifest.json").display())?;
     if later.shards.is_some() || later.search.is_some() {
