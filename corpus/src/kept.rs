@@ -11,7 +11,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
@@ -80,6 +81,10 @@ impl KeptWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
             .set_max_row_group_row_count(Some(8192))
+            // Texts are all distinct and long: a dictionary only hashes every one before falling
+            // back to plain pages, and min/max statistics only compare them.
+            .set_column_dictionary_enabled(ColumnPath::from("text"), false)
+            .set_column_statistics_enabled(ColumnPath::from("text"), EnabledStatistics::None)
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "mixforge.format_version".into(),
                 KEPT_FORMAT_VERSION.to_string(),
