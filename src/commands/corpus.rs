@@ -37,22 +37,23 @@ pub fn run(command: CorpusCommand) -> Result<()> {
     let json = args.json;
     let full_run = stages == Stages::ALL;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
-    let settled = shard.is_some() && args.recipe.is_none() && args.sources.is_empty();
-    if settled && has_setting_flags(&args) {
+    // A shard without a recipe or sources takes its settings from the run directory.
+    let settled = shard.filter(|_| args.recipe.is_none() && args.sources.is_empty());
+    if settled.is_some() && has_setting_flags(&args) {
         anyhow::bail!(
             "--shard without a recipe or --source takes every setting from OUT/parts/config.json; drop the other \
              flags, or give the recipe and flags every part was made with"
         );
     }
-    let (config, later) = if settled {
+    let (config, later) = if let Some(shard) = settled {
         let out =
             args.out.clone().context("--shard without a recipe or --source needs --out (a sharded run's folder)")?;
         let (config, count, _) = parts::load_settings(&out)?;
         anyhow::ensure!(
-            shard.is_some_and(|s| s.count == count),
+            shard.count == count,
             "{} was set up for {count} shards (parts/config.json), not {}",
             out.display(),
-            shard.expect("set").count
+            shard.count
         );
         (config, recipe::LaterStages::default())
     } else {

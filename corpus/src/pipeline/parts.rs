@@ -312,12 +312,12 @@ impl Head {
 /// parts of other settings.
 pub fn pending(config: &PipelineConfig, shards: u32) -> Result<Vec<u32>> {
     let dir = config.out.join("parts");
+    let settings = settings_json(config, shards);
     match std::fs::read_to_string(dir.join("config.json")) {
-        Ok(found) if found != settings_json(config, shards) => return Err(other_settings(&config.out)),
+        Ok(found) if found != settings => return Err(other_settings(&config.out)),
         Ok(_) => {}
         Err(_) => return Ok((0..shards).collect()),
     }
-    let settings = settings_json(config, shards);
     let files = crate::ingest::expand_sources(&config.sources)?;
     let mut todo = Vec::new();
     for index in 0..shards {
