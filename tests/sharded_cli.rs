@@ -1,7 +1,8 @@
 //! Sharded corpus runs (`corpus run --shard I/N` then `corpus reduce`) equal the single-process
 //! run: kept documents, profile, summary, rejects, examples and shards byte for byte, the
 //! manifest but for timings, for N ∈ {1, 2, 4, 7}, on the demo corpus and on the whole shared
-//! corpus; duplicates across parts are found; bad parts are refused with what to do.
+//! corpus; duplicates across parts are found; bad parts are refused with what to do. Runs
+//! without a near-duplicate pass, which write kept documents in pass 1, equal the reduce's.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -216,5 +217,49 @@ fn bad_parts_are_refused_with_what_to_do() {
     let bytes = std::fs::read(&part).unwrap();
     std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
     fails(mixforge(&["corpus", "reduce", "--out", s(&dir)]), &["part-00000-of-00002.bin", "rerun shard 0/2"]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn exact_only_runs_write_kept_documents_in_pass_one_with_the_same_bytes() {
+    let root = scratch("first-pass-kept");
+    let base = "The quick brown fox jumps over the lazy dog while the farmer counts his sheep in the \
+                morning light, and the river runs cold and clear past the mill.";
+    let lines =
+        |docs: &[&str]| docs.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect::<String>();
+    let other = "Ships and harbours at dusk, gulls over the water, ropes and tar on the quay.";
+    let short = "lorem ipsum dolor";
+    // Two files, so two shards: the reduce writes kept/ from a second read, the single run from
+    // pass 1 when its guess (the first copy is kept) holds.
+    let run = |name: &str, later_copy: &str| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.jsonl"), lines(&[base, other, short])).unwrap();
+        std::fs::write(
+            dir.join("b.jsonl"),
+            lines(&[later_copy, "Mountains and snow, and a hut below the pass.", short]),
+        )
+        .unwrap();
+        let source = format!("web={}/*.jsonl", dir.display());
+        let single = dir.join("single");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mixforge"))
+            .args(["corpus", "run", "--source", &source, "--no-minhash", "--out", s(&single)])
+            .env("MIXFORGE_LOG", "corpus=info")
+            .current_dir(manifest_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        ok(out, "single run");
+        let sharded_dir = dir.join("n2");
+        sharded(&["--source", &source, "--no-minhash"], &sharded_dir, 2);
+        assert_same_run(&single, &sharded_dir, name);
+        stderr
+    };
+    // An identical later copy: the first is kept, as pass 1 guessed.
+    let stderr = run("identical", base);
+    assert!(stderr.contains("kept documents written in pass 1"), "{stderr}");
+    // A later copy with more spaces is longer, so it is the keeper: the guess fails.
+    let stderr = run("longer", &base.replace(' ', "  "));
+    assert!(stderr.contains("writing kept documents from a second read"), "{stderr}");
     std::fs::remove_dir_all(&root).unwrap();
 }

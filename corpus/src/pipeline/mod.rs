@@ -10,6 +10,7 @@
 //! reduces: the same dedup, verdicts and outputs over every part, so the results equal a
 //! single-process run's.
 
+mod first_pass_kept;
 pub mod parts;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ use crate::kept::KeptWriter;
 use crate::profile::{self, DocRecord, DropReason};
 use crate::signals::{self, Scratch};
 use crate::summary::{self, DomainSummary};
+use first_pass_kept::{ExamplePicker, FirstPassKept};
 
 /// Version of `manifest.json`.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -177,10 +179,19 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
     let rejects_path = config.out.join("rejects.jsonl");
     let mut rejects = AtomicFile::create(&rejects_path)?;
     let files: Vec<&InputFile> = run.files.iter().collect();
-    let (records, keys) =
-        run.analyze(&files, &mut |reject: RejectEntry| reject.record(&mut rejects, &rejects_path, &mut accounting))?;
+    // Without a near-duplicate pass, pass 1 writes the kept documents as it reads them.
+    let mut first_pass = if config.stages.dedup && config.dedup.minhash {
+        None
+    } else {
+        let writer = KeptWriter::new(&config.out.join("kept"), run.source_names.clone())?;
+        let exact = config.stages.dedup && config.dedup.exact;
+        Some(FirstPassKept::new(writer, exact, run.benchmarks()))
+    };
+    let (records, keys) = run.analyze(&files, first_pass.as_mut(), &mut |reject: RejectEntry| {
+        reject.record(&mut rejects, &rejects_path, &mut accounting)
+    })?;
     rejects.commit()?;
-    run.finish(records, keys, accounting, started.elapsed().as_secs_f64())
+    run.finish(records, keys, accounting, started.elapsed().as_secs_f64(), first_pass)
 }
 
 impl<'a> Run<'a> {
@@ -240,6 +251,7 @@ impl<'a> Run<'a> {
         keys: Vec<Keys>,
         mut accounting: Accounting,
         analysis_seconds: f64,
+        first_pass: Option<FirstPassKept>,
     ) -> Result<RunReport> {
         let (config, run) = (self.config, self);
         let mut timings = BTreeMap::new();
@@ -256,7 +268,7 @@ impl<'a> Run<'a> {
             None
         };
 
-        let benchmarks: Vec<String> = run.evals.as_ref().map(|e| e.benchmarks().to_vec()).unwrap_or_default();
+        let benchmarks = run.benchmarks();
         for r in &records {
             let reason = r.drop.map(|d| d.name(&benchmarks));
             let contaminated_by = r.contamination.map(|hit| benchmarks[usize::from(hit.benchmark)].as_str());
@@ -272,7 +284,20 @@ impl<'a> Run<'a> {
 
         let started = Instant::now();
         let picked = run.pick_examples(&records, &benchmarks);
-        let (kept_files, examples) = run.write_kept(&records, &picked)?;
+        let (kept_files, examples) = match first_pass.map(|f| (f.matches(&records, &picked), f)) {
+            Some((true, first_pass)) => {
+                tracing::info!("kept documents written in pass 1");
+                first_pass.finish()?
+            }
+            Some((false, first_pass)) => {
+                tracing::info!("a later, longer exact copy was kept: writing kept documents from a second read");
+                // Dropped first: its temporary files go, and the second writer reuses their names.
+                drop(first_pass);
+                run.write_kept(&records, &picked)?
+            }
+            None => run.write_kept(&records, &picked)?,
+        };
+        run.remove_stale_kept(&kept_files)?;
         write_examples(&config.out.join("examples.jsonl"), &examples)?;
         outputs.insert("examples".into(), "examples.jsonl".into());
         for (domain, path) in kept_files {
@@ -362,6 +387,7 @@ impl<'a> Run<'a> {
     fn analyze(
         &self,
         files: &[&InputFile],
+        mut first_pass: Option<&mut FirstPassKept>,
         on_reject: &mut dyn FnMut(RejectEntry) -> Result<()>,
     ) -> Result<(Vec<DocRecord>, Vec<Keys>)> {
         let stages = self.config.stages;
@@ -410,12 +436,19 @@ impl<'a> Run<'a> {
                 }
             }
             let analyzed: Vec<(DocRecord, Keys)> = docs
-                .into_par_iter()
+                .par_iter()
                 .map_init(
                     || (Scratch::default(), Buffers::default()),
                     |(scratch, buffers), doc| analyzer.analyze(doc, mode, scratch, buffers),
                 )
                 .collect();
+            if let Some(first_pass) = first_pass.as_deref_mut() {
+                let domain_idx = self.source_domain[source];
+                let scope = dedup::scope_key(dedup.scope, domain_idx);
+                for ((record, key), doc) in analyzed.iter().zip(docs) {
+                    first_pass.push(&self.domains[domain_idx as usize], record, key.exact, scope, doc)?;
+                }
+            }
             for (record, key) in analyzed {
                 records.push(record);
                 keys.push(key);
@@ -490,23 +523,24 @@ impl<'a> Run<'a> {
     /// The lowest ids per (domain, reason), for drop reasons and for rules that flagged kept
     /// documents: a deterministic choice, whatever the thread count.
     fn pick_examples(&self, records: &[DocRecord], benchmarks: &[String]) -> BTreeMap<DocId, (String, String)> {
-        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut picker = ExamplePicker::default();
         let mut picked = BTreeMap::new();
         for r in records {
-            let domain = &self.domains[self.source_domain[usize::from(r.source.0)] as usize];
-            let reasons: Vec<String> = match r.drop {
-                Some(d) => vec![d.name(benchmarks)],
-                None => r.rules.iter().map(|rule| format!("flagged:{}", rule.name())).collect(),
-            };
-            for reason in reasons {
-                let n = seen.entry((domain.clone(), reason.clone())).or_default();
-                if *n < EXAMPLES_PER_REASON {
-                    *n += 1;
-                    picked.entry(r.id).or_insert((domain.clone(), reason));
-                }
+            let domain = self.domain_of(r.source);
+            if let Some(reason) = picker.offer(domain, r.drop, r.rules, benchmarks) {
+                picked.insert(r.id, (domain.to_string(), reason));
             }
         }
         picked
+    }
+
+    fn domain_of(&self, source: crate::ids::SourceIdx) -> &str {
+        &self.domains[self.source_domain[usize::from(source.0)] as usize]
+    }
+
+    /// Names of the evaluation sets, as drop reasons and contamination counts use them.
+    fn benchmarks(&self) -> Vec<String> {
+        self.evals.as_ref().map(|e| e.benchmarks().to_vec()).unwrap_or_default()
     }
 
     /// Pass 3: writes kept documents to `kept/<domain>.parquet`, and captures the picked
@@ -528,7 +562,7 @@ impl<'a> Run<'a> {
         let kept_files: Vec<&InputFile> = self.files.iter().filter(|f| with_kept.contains(&f.file)).collect();
         let ids: Vec<DocId> = records.iter().map(|r| r.id).collect();
         self.stream("write kept", &kept_files, |file, items| {
-            let domain = &self.domains[self.source_domain[usize::from(file.source.0)] as usize];
+            let domain = self.domain_of(file.source);
             for item in items {
                 if let Item::Doc(doc) = item {
                     let k = ids.binary_search(&doc.id).map_err(|_| Error::Corrupt {
@@ -536,13 +570,7 @@ impl<'a> Run<'a> {
                         reason: format!("document {} appeared between passes", doc.id),
                     })?;
                     if let Some((example_domain, reason)) = picked.get(&doc.id) {
-                        examples.push(Example {
-                            domain: example_domain.clone(),
-                            reason: reason.clone(),
-                            doc_id: doc.id.to_string(),
-                            source_id: doc.source_id.clone(),
-                            excerpt: doc.text.chars().take(EXAMPLE_CHARS).collect(),
-                        });
+                        examples.push(first_pass_kept::example(example_domain, reason.clone(), &doc));
                     }
                     if records[k].drop.is_none() {
                         writer.push(domain, doc)?;
@@ -551,9 +579,12 @@ impl<'a> Run<'a> {
             }
             Ok(())
         })?;
-        let written = writer.finish()?;
-        // A domain an earlier run into this directory kept, and this one did not, must not
-        // reach the shards.
+        Ok((writer.finish()?, examples))
+    }
+
+    /// Removes the kept files of domains an earlier run into this directory kept and this one
+    /// did not: they must not reach the shards.
+    fn remove_stale_kept(&self, written: &BTreeMap<String, PathBuf>) -> Result<()> {
         let dir = self.config.out.join("kept");
         for entry in std::fs::read_dir(&dir).at(&dir)? {
             let path = entry.at(&dir)?.path();
@@ -561,7 +592,7 @@ impl<'a> Run<'a> {
                 std::fs::remove_file(&path).at(&path)?;
             }
         }
-        Ok((written, examples))
+        Ok(())
     }
 }
 
@@ -588,7 +619,7 @@ struct Analyzer<'a> {
 impl Analyzer<'_> {
     fn analyze(
         &self,
-        doc: Document,
+        doc: &Document,
         mode: FilterMode,
         scratch: &mut Scratch,
         buffers: &mut Buffers,
@@ -615,7 +646,7 @@ impl Analyzer<'_> {
         let record = DocRecord {
             id: doc.id,
             source: doc.source,
-            source_id: doc.source_id,
+            source_id: doc.source_id.clone(),
             bytes: doc.text.len() as u64,
             signals,
             rules,

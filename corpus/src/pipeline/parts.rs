@@ -177,7 +177,7 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
     };
     let started = Instant::now();
     let mut rejects = Vec::new();
-    let (records, keys) = run.analyze(&files, &mut |reject| {
+    let (records, keys) = run.analyze(&files, None, &mut |reject| {
         rejects.push(reject);
         Ok(())
     })?;
@@ -233,7 +233,7 @@ pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Ru
         reject.record(&mut file, &rejects_path, &mut accounting)?;
     }
     file.commit()?;
-    let report = run.finish(records, keys, accounting, seconds)?;
+    let report = run.finish(records, keys, accounting, seconds, None)?;
     Ok((config, report))
 }
 
