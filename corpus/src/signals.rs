@@ -448,23 +448,23 @@ fn trim_ascii_punctuation(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// A word of 1 to 4 bytes, lowercased and packed into a `u32`, so the stop-word lists are
-/// searched by integer compares.
-const fn short_word_code(word: &[u8]) -> Option<u32> {
+/// A word of 1 to 4 bytes, lowercased and packed with its length into a `u64` (the length
+/// tells "to" from "to\0"), so the stop-word lists are searched by integer compares.
+const fn short_word_code(word: &[u8]) -> Option<u64> {
     if word.is_empty() || word.len() > 4 {
         return None;
     }
-    let mut code = 0u32;
+    let mut code = (word.len() as u64) << 32;
     let mut i = 0;
     while i < word.len() {
-        code |= (word[i].to_ascii_lowercase() as u32) << (8 * i);
+        code |= (word[i].to_ascii_lowercase() as u64) << (8 * i);
         i += 1;
     }
     Some(code)
 }
 
-const fn word_codes<const N: usize>(words: [&str; N]) -> [u32; N] {
-    let mut codes = [0u32; N];
+const fn word_codes<const N: usize>(words: [&str; N]) -> [u64; N] {
+    let mut codes = [0u64; N];
     let mut i = 0;
     while i < N {
         codes[i] = match short_word_code(words[i].as_bytes()) {
@@ -476,8 +476,8 @@ const fn word_codes<const N: usize>(words: [&str; N]) -> [u32; N] {
     codes
 }
 
-const GOPHER_STOP_CODES: [u32; 8] = word_codes(GOPHER_STOP_WORDS);
-const ENGLISH_COMMON_CODES: [u32; 24] = word_codes(ENGLISH_COMMON);
+const GOPHER_STOP_CODES: [u64; 8] = word_codes(GOPHER_STOP_WORDS);
+const ENGLISH_COMMON_CODES: [u64; 24] = word_codes(ENGLISH_COMMON);
 
 fn looks_like_code(text: &str) -> bool {
     let b = text.as_bytes();

@@ -105,6 +105,8 @@ fn character_and_word_signals_match_their_definitions() {
     let pieces = [
         "the ",
         "OF ",
+        "to\0",
+        "\0",
         "(and) ",
         "with, ",
         "x",

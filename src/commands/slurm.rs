@@ -110,7 +110,7 @@ fn refuse_while_queued(submitted: &Path) -> Result<()> {
         return Ok(());
     }
     let out = Command::new("squeue")
-        .args(["--noheader", "--format=%i %T", "--states=PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED,REQUEUED"])
+        .args(["--noheader", "--format=%i %T", "--states=all"])
         .arg(format!("--jobs={jobs}"))
         .output()
         .context("running squeue (is Slurm installed and on PATH?)")?;
@@ -119,8 +119,26 @@ fn refuse_while_queued(submitted: &Path) -> Result<()> {
     if !out.status.success() && !stderr.contains("Invalid job id") {
         bail!("squeue --jobs={jobs} failed: {}", stderr.trim());
     }
+    // Ended jobs stay listed for a while; every other state (pending, held, running, suspended,
+    // requeued, …) may still run a task.
+    const ENDED: [&str; 10] = [
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+        "REVOKED",
+    ];
     let queued = String::from_utf8_lossy(&out.stdout);
-    let queued: Vec<&str> = queued.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let queued: Vec<&str> = queued
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|state| !ENDED.contains(&state)))
+        .collect();
     ensure!(
         queued.is_empty(),
         "jobs {jobs} of the last submission into this run are still queued or running ({}): wait for them \
@@ -138,6 +156,11 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     let job = Job { tasks, partition, cpus_per_task, reduce_cpus, reduce_mem, time };
     ensure!(run.shard.is_none(), "corpus slurm gives every task its --shard; drop --shard");
     ensure!(tasks > 0, "--tasks must be at least 1");
+    // The reduce's afterok dependency and the queued-jobs check both assume this cluster.
+    ensure!(
+        !sbatch_args.iter().any(|a| a.starts_with("--clusters") || a.starts_with("-M")),
+        "--sbatch-arg cannot send the jobs to another cluster (--clusters/-M); run corpus slurm on that cluster"
+    );
     let (mut config, later) = super::corpus::pipeline_config(run, Stages::ALL)?;
     config.out = absolute(&config.out)?;
     config.validate()?;
@@ -185,6 +208,10 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     corpus::atomic::write_file(&map_path, scripts.map.as_bytes())?;
     corpus::atomic::write_file(&reduce_path, scripts.reduce.as_bytes())?;
     let map_job = if pending.is_empty() { None } else { Some(sbatch(&map_args)?) };
+    // Recorded before the reduce is submitted: if that fails, a rerun still sees the array.
+    if let Some(job) = &map_job {
+        corpus::atomic::write_file(&submitted_path, format!("{job}\n").as_bytes())?;
+    }
     let reduce_job = sbatch(&reduce_args(map_job.as_deref()))?;
     let jobs = map_job.iter().chain([&reduce_job]).cloned().collect::<Vec<_>>().join(",");
     corpus::atomic::write_file(&submitted_path, format!("{jobs}\n").as_bytes())?;
