@@ -63,7 +63,8 @@ fn the_demo_corpus_through_sbatch_equals_the_single_process_run() {
     let root = scratch("slurm");
     let single = root.join("single");
     ok(mixforge(&["corpus", "run", "recipes/demo.toml", "--out", s(&single)]), "single run");
-    let run = root.join("sharded");
+    // A space and a `%` in the path: #SBATCH lines quote it, and --output escapes the `%`.
+    let run = root.join("sharded 100%a");
     let args = ["corpus", "slurm", "recipes/demo.toml", "--tasks", "4", "--cpus-per-task", "1", "--out", s(&run)];
     let stdout = ok(mixforge(&args), "corpus slurm");
     assert!(stdout.contains("(4 of 4 tasks: 0,1,2,3)"), "{stdout}");

@@ -45,13 +45,14 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job) -> Scripts {
              {extra}\
              #SBATCH --cpus-per-task={cpus}\n\
              #SBATCH --time={time}\n\
-             #SBATCH --chdir={cwd}\n\
-             #SBATCH --output={log}\n\
+             #SBATCH --chdir=\"{cwd}\"\n\
+             #SBATCH --output=\"{logs}/{log}\"\n\
              {partition}\
              set -euo pipefail\n",
             time = args.time,
             cwd = cwd.display(),
-            log = logs.join(log).display(),
+            // `%` starts a file-name pattern (as `%a`, the task) in --output; `%%` is a `%`.
+            logs = logs.display().to_string().replace('%', "%%"),
         )
     };
     let threads = "--threads \"${SLURM_CPUS_PER_TASK}\"";
@@ -75,6 +76,17 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job) -> Scripts {
         out = quoted(out),
     );
     Scripts { map, reduce }
+}
+
+/// #SBATCH values are double-quoted (spaces are fine); a path with a quote or a line break
+/// cannot be written there.
+fn check_sbatch_path(path: &Path, what: &str) -> Result<()> {
+    let text = path.to_str().with_context(|| format!("{what} {} is not UTF-8", path.display()))?;
+    ensure!(
+        !text.contains(['"', '\n', '\r']),
+        "{what} {text:?} has a double quote or a line break, which an #SBATCH line cannot hold; use another folder"
+    );
+    Ok(())
 }
 
 /// A path as one shell word.
@@ -167,6 +179,8 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     let out = config.out.clone();
     let exe = std::env::current_exe().context("finding the mixforge executable")?;
     let cwd = std::env::current_dir()?;
+    check_sbatch_path(&out, "--out")?;
+    check_sbatch_path(&cwd, "the current folder")?;
     let scripts = scripts(&exe, &out, &cwd, &job);
     let pending = parts::pending(&config, tasks)?;
     let slurm_dir = out.join("slurm");
