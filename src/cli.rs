@@ -752,11 +752,14 @@ pub enum CorpusCommand {
     ///          mixforge corpus reduce --out runs/d
     Reduce(ReduceArgs),
     /// Run a corpus on a Slurm cluster: a job array for the first pass (one part per task,
-    /// --tasks of them) and the reduce after it (--dependency=afterok), logs per task.
+    /// --tasks of them), the reduce after it (--dependency=afterok), and when the recipe asks
+    /// for [shards] a job array that tokenizes them and a finish job (shards' manifest, and
+    /// the [search] index); logs per task.
     ///
-    /// Writes OUT/parts/config.json and OUT/slurm/{map,reduce}.sbatch, then submits them with
-    /// sbatch. Run it again after failures: only the tasks whose part is missing or stale are
-    /// resubmitted. --dry-run prints the scripts and sbatch commands instead.
+    /// Writes OUT/parts/config.json and OUT/slurm/{map,reduce,tokens,finish}.sbatch, then
+    /// submits them with sbatch. Run it again after failures: only the map tasks whose part is
+    /// missing or stale are resubmitted, and tokens tasks reuse their finished chunks. --dry-run
+    /// prints the scripts and sbatch commands instead.
     ///
     /// Example: mixforge corpus slurm recipes/demo.toml --tasks 4 --out /shared/runs/demo --partition cpu
     Slurm(SlurmArgs),
@@ -777,7 +780,10 @@ pub enum CorpusCommand {
     /// Tokenize a run's kept documents into training shards.
     ///
     /// Writes SHARDS/<domain>/{train,val}-NNNNN.{bin,idx}, SHARDS/tokenizer.json and
-    /// SHARDS/manifest.json. Resumable: a rerun skips finished chunks.
+    /// SHARDS/manifest.json. Resumable: a rerun skips finished chunks. Shardable: tasks
+    /// `--shard I/N` tokenize every N-th chunk (on other nodes, at once once the tokenizer is
+    /// written by `--tokenizer-only`), then a run without --shard checks them and writes the
+    /// manifest.
     ///
     /// Example: mixforge corpus shard --in runs/demo --vocab-size 8192 --out runs/demo/shards
     Shard(ShardArgs),
@@ -822,6 +828,15 @@ pub struct ShardArgs {
     /// Documents per chunk, the unit a resumed run skips.
     #[arg(long, default_value_t = 8192)]
     pub chunk_docs: usize,
+    /// Do one task of a sharded tokenization: chunks I, I+N, I+2N, … of all domains' chunks in
+    /// order, no manifest. A later run without --shard (same flags) checks every chunk and
+    /// writes the manifest. In a Slurm array: --shard ${SLURM_ARRAY_TASK_ID}/N.
+    #[arg(long, value_name = "I/N", conflicts_with = "tokenizer_only")]
+    pub shard: Option<String>,
+    /// Only write OUT/tokenizer.json (copied, or trained on the sample) and stop: run it before
+    /// --shard tasks that start at once, so they share one tokenizer instead of each training it.
+    #[arg(long)]
+    pub tokenizer_only: bool,
 }
 
 /// `corpus decode` flags.

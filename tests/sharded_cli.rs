@@ -1,7 +1,8 @@
 //! Sharded corpus runs (`corpus run --shard I/N` then `corpus reduce`) equal the single-process
 //! run: kept documents, profile, summary, rejects, examples and shards byte for byte, the
 //! manifest but for timings, for N ∈ {1, 2, 4, 7}, on the demo corpus and on the whole shared
-//! corpus; duplicates across parts are found; bad parts are refused with what to do. Runs
+//! corpus; token shards written by tasks (`corpus shard --shard I/N`) equal one process's;
+//! duplicates across parts are found; bad parts are refused with what to do. Runs
 //! without a near-duplicate pass, which write kept documents in pass 1, equal the reduce's.
 
 use std::path::{Path, PathBuf};
@@ -75,24 +76,73 @@ fn sharded_runs_equal_the_single_process_run_on_the_demo_corpus() {
         sharded(&["recipes/demo.toml"], &dir, n);
         assert_same_run(&single, &dir, &format!("demo, N = {n}"));
     }
-    // Shards follow from identical kept files: tokenized the same way, the same bytes.
-    for dir in [single.clone(), root.join("n7")] {
-        let args =
-            ["corpus", "shard", "--in", s(&dir), "--out", &format!("{}/tok", dir.display()), "--vocab-size", "1024"];
-        ok(mixforge(&args), "corpus shard");
+    // Shards follow from identical kept files: tokenized the same way, the same bytes, also
+    // when three tasks tokenize every third chunk and a last run writes the manifest.
+    let shard_args = |dir: &Path| -> Vec<String> {
+        let out = format!("{}/tok", dir.display());
+        ["corpus", "shard", "--in", s(dir), "--out", &out, "--vocab-size", "1024", "--chunk-docs", "300"]
+            .map(String::from)
+            .to_vec()
+    };
+    let run = |dir: &Path, extra: &[&str], what: &str| {
+        let mut args = shard_args(dir);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        ok(mixforge(&args.iter().map(String::as_str).collect::<Vec<_>>()), what)
+    };
+    run(&single, &[], "corpus shard");
+    let sharded = root.join("n7");
+    run(&sharded, &["--tokenizer-only"], "corpus shard --tokenizer-only");
+    let (mut taken, mut chunks) = (0, 0);
+    for task in ["0/3", "1/3", "2/3"] {
+        let stdout = run(&sharded, &["--shard", task], task);
+        // "shard task I/N: T of C chunks (0 already done), …"
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        assert_eq!(&words[..3], &["shard", "task", &format!("{task}:")], "{stdout}");
+        taken += words[3].parse::<u32>().unwrap();
+        chunks = words[5].parse::<u32>().unwrap();
+        assert!(stdout.contains("(0 already done)"), "{stdout}");
     }
-    let mut files: Vec<PathBuf> = Vec::new();
-    collect(&single.join("tok"), &mut files);
-    assert!(files.len() > 10, "shard files {files:?}");
-    for file in files {
-        let rel = file.strip_prefix(single.join("tok")).unwrap();
-        assert!(
-            std::fs::read(&file).unwrap() == std::fs::read(root.join("n7/tok").join(rel)).unwrap(),
-            "{}",
-            rel.display()
-        );
-    }
+    assert!(chunks > 5 && taken == chunks, "every chunk in exactly one task: {taken} of {chunks}");
+    assert!(!sharded.join("tok/manifest.json").exists(), "tasks write no manifest");
+    let mut task_files: Vec<PathBuf> = Vec::new();
+    collect(&sharded.join("tok"), &mut task_files);
+    let modified = |files: &[PathBuf]| -> Vec<_> {
+        files.iter().map(|f| std::fs::metadata(f).unwrap().modified().unwrap()).collect()
+    };
+    let before = modified(&task_files);
+    let stdout = run(&sharded, &[], "corpus shard after the tasks");
+    assert!(stdout.contains("total: "), "{stdout}");
+    assert_eq!(before, modified(&task_files), "the last run reuses every task's chunk");
+    assert_same_files(&single.join("tok"), &sharded.join("tok"), "shards by 3 tasks");
+    // A task rerun rewrites only its chunk whose file went missing, and drops the manifest
+    // that no longer describes the folder.
+    std::fs::remove_file(sharded.join("tok/books/train-00000.bin")).unwrap();
+    let stdout = run(&sharded, &["--shard", "0/3"], "task 0/3 again");
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let taken: u32 = words[3].parse().unwrap();
+    assert!(stdout.contains(&format!("({} already done)", taken - 1)), "{stdout}");
+    assert!(!sharded.join("tok/manifest.json").exists(), "a task removes the stale manifest");
+    run(&sharded, &[], "corpus shard after the rerun");
+    assert_same_files(&single.join("tok"), &sharded.join("tok"), "shards after a task's rerun");
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Every file under `a` and `b`, the same names and bytes.
+pub fn assert_same_files(a: &Path, b: &Path, label: &str) {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    collect(a, &mut ours);
+    collect(b, &mut theirs);
+    assert!(ours.len() > 10, "{label}: files {ours:?}");
+    let names = |files: &[PathBuf], root: &Path| -> Vec<PathBuf> {
+        let mut names: Vec<PathBuf> = files.iter().map(|f| f.strip_prefix(root).unwrap().to_path_buf()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&ours, a), names(&theirs, b), "{label}: the same files");
+    for file in ours {
+        let rel = file.strip_prefix(a).unwrap();
+        assert!(std::fs::read(&file).unwrap() == std::fs::read(b.join(rel)).unwrap(), "{label}: {}", rel.display());
+    }
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {

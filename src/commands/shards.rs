@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use corpus::ids::DocId;
+use corpus::pipeline::parts::Shard;
 use corpus::shards::{self, ShardConfig, ShardManifest, Shards, TokenizerChoice};
 
 use crate::cli::{DecodeArgs, IndexArgs, SearchArgs, ShardArgs};
@@ -35,9 +36,25 @@ pub fn shard(args: &ShardArgs) -> Result<()> {
         split_seed: args.split_seed,
         chunk_docs: args.chunk_docs,
     };
-    let manifest = shards::write(&config, &Bars::new())
-        .with_context(|| format!("sharding {} into {}", args.input.display(), args.out.display()))?;
-    write!(std::io::stdout().lock(), "{}", render_shards(&manifest, &args.out))?;
+    let context = || format!("sharding {} into {}", args.input.display(), args.out.display());
+    let mut stdout = std::io::stdout().lock();
+    if args.tokenizer_only {
+        let hash = shards::prepare_tokenizer(&config).with_context(context)?;
+        writeln!(stdout, "tokenizer {hash} in {}", args.out.join("tokenizer.json").display())?;
+        return Ok(());
+    }
+    if let Some(task) = args.shard.as_deref().map(Shard::parse).transpose()? {
+        let r = shards::write_task(&config, task, &Bars::new()).with_context(context)?;
+        writeln!(
+            stdout,
+            "shard task {task}: {} of {} chunks ({} already done), {} documents, {} tokens; \
+             `corpus shard` without --shard writes the manifest once every task is done",
+            r.chunks_taken, r.chunks, r.chunks_reused, r.docs, r.tokens
+        )?;
+        return Ok(());
+    }
+    let manifest = shards::write(&config, &Bars::new()).with_context(context)?;
+    write!(stdout, "{}", render_shards(&manifest, &args.out))?;
     Ok(())
 }
 

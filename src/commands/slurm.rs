@@ -1,8 +1,10 @@
 //! `mixforge corpus slurm`: a sharded corpus run as Slurm jobs. A job array does the first pass
 //! (`corpus run --shard ${SLURM_ARRAY_TASK_ID}/N`, settings from OUT/parts/config.json) and the
 //! reduce runs after it (`--dependency=afterok`), as datatrove's `SlurmPipelineExecutor` chains
-//! its stages. A task's part file is its completion record: rerunning this command resubmits
-//! only the tasks whose part is missing or stale.
+//! its stages; a recipe's [shards] add a tokens array (`corpus shard --shard I/N`) and a finish
+//! job (the shards' manifest, the [search] index). A task's part file is its completion record:
+//! rerunning this command resubmits only the map tasks whose part is missing or stale (tokens
+//! tasks skip their finished chunks themselves).
 //!
 //! The array index is I and N is written into the script, not read from
 //! `SLURM_ARRAY_TASK_COUNT`: a resubmitted array (`--array=3,5`) has fewer tasks than parts.
@@ -16,6 +18,7 @@ use corpus::config::Stages;
 use corpus::pipeline::parts;
 
 use crate::cli::SlurmArgs;
+use crate::recipe::LaterStages;
 
 /// How the jobs are asked for.
 struct Job {
@@ -27,13 +30,46 @@ struct Job {
     time: String,
 }
 
-/// The two batch scripts of a run.
+/// A run's batch scripts, in the order they run, each after the one before (`afterok`).
 struct Scripts {
-    map: String,
-    reduce: String,
+    /// `(name, text)`: `map` and `reduce`, then `tokens` and `finish` when the recipe asks for
+    /// shards (`finish` alone when it asks only for a search index).
+    stages: Vec<(&'static str, String)>,
 }
 
-fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job) -> Scripts {
+/// The recipe's later stages as jobs: the `corpus shard` flags (without --shard) and whether
+/// to build the search index.
+struct Later {
+    shard_args: Option<String>,
+    index: bool,
+}
+
+fn later_jobs(later: &LaterStages, out: &Path) -> Result<Later> {
+    let shard_args = match &later.shards {
+        None => None,
+        Some(s) => {
+            // Refuses a [shards] without a tokenizer now rather than in the last job.
+            super::shards::tokenizer_choice(s.tokenizer.as_deref(), s.vocab_size, s.sample_docs)?;
+            let tokenizer = match (&s.tokenizer, s.vocab_size) {
+                (Some(path), _) => format!("--tokenizer {}", quoted(&absolute(path)?)),
+                (None, Some(size)) => format!("--vocab-size {size}"),
+                (None, None) => unreachable!("checked above"),
+            };
+            Some(format!(
+                "--in {out} --out {shards} {tokenizer} --sample-docs {} --val-fraction {} --split-seed {} --chunk-docs {}",
+                s.sample_docs,
+                s.val_fraction,
+                s.split_seed,
+                s.chunk_docs,
+                out = quoted(out),
+                shards = quoted(&out.join("shards")),
+            ))
+        }
+    };
+    Ok(Later { shard_args, index: later.search.as_ref().is_some_and(|s| s.index) })
+}
+
+fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job, later: &Later) -> Scripts {
     let logs = out.join("slurm").join("logs");
     let partition = args.partition.as_ref().map(|p| format!("#SBATCH --partition={p}\n")).unwrap_or_default();
     // `extra`: further #SBATCH lines (the array, the reduce's memory and dependency rule).
@@ -56,26 +92,57 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job) -> Scripts {
         )
     };
     let threads = "--threads \"${SLURM_CPUS_PER_TASK}\"";
+    let (exe, quoted_out) = (quoted(exe), quoted(out));
+    let array = format!("#SBATCH --array=0-{}\n", args.tasks - 1);
+    // Every job after the first is cancelled if one it waits for fails, instead of staying
+    // pending forever.
+    let after = "#SBATCH --kill-on-invalid-dep=yes\n";
     let map = format!(
         "{}# Task I reads input files I, I+{n}, I+2×{n}, … and writes OUT/parts/part-I-of-{n}.bin.\n\
          exec {exe} {threads} corpus run --out {out} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n",
-        header("map", "map-%a.log", args.cpus_per_task, &format!("#SBATCH --array=0-{}\n", args.tasks - 1)),
+        header("map", "map-%a.log", args.cpus_per_task, &array),
         n = args.tasks,
-        exe = quoted(exe),
-        out = quoted(out),
+        out = quoted_out,
     );
-    // The reduce holds every part's records and does the verify and kept-writing passes; if a
-    // map task fails, Slurm cancels it instead of leaving it pending forever.
+    // The reduce holds every part's records and does the verify and kept-writing passes.
     let mem = args.reduce_mem.as_ref().map(|m| format!("#SBATCH --mem={m}\n")).unwrap_or_default();
-    let reduce_extra = format!("{mem}#SBATCH --kill-on-invalid-dep=yes\n");
-    let reduce = format!(
+    let mut reduce = format!(
         "{}# Duplicates across every part, then kept/, profile, summary and manifest in OUT.\n\
-         exec {exe} {threads} corpus reduce --out {out}\n",
-        header("reduce", "reduce.log", args.reduce_cpus, &reduce_extra),
-        exe = quoted(exe),
-        out = quoted(out),
+         {exe} {threads} corpus reduce --out {quoted_out}\n",
+        header("reduce", "reduce.log", args.reduce_cpus, &format!("{mem}{after}")),
     );
-    Scripts { map, reduce }
+    let mut stages = vec![("map", map), ("reduce", reduce.clone())];
+    let mut finish = String::new();
+    if let Some(shard_args) = &later.shard_args {
+        reduce.push_str(&format!(
+            "# The tokenizer (trained on the kept documents' sample, or copied) before the tokens tasks start.\n\
+             {exe} {threads} corpus shard {shard_args} --tokenizer-only\n"
+        ));
+        stages[1].1 = reduce;
+        stages.push((
+            "tokens",
+            format!(
+                "{}# Task I tokenizes chunks I, I+{n}, … of the kept documents into OUT/shards (no manifest).\n\
+                 exec {exe} {threads} corpus shard {shard_args} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n",
+                header("tokens", "tokens-%a.log", args.cpus_per_task, &format!("{array}{after}")),
+                n = args.tasks,
+            ),
+        ));
+        finish.push_str(&format!(
+            "# Checks every task's chunks and writes OUT/shards/manifest.json.\n\
+             {exe} {threads} corpus shard {shard_args}\n"
+        ));
+    }
+    if later.index {
+        finish.push_str(&format!(
+            "{exe} {threads} corpus index --in {quoted_out} --out {}\n",
+            quoted(&out.join("index"))
+        ));
+    }
+    if !finish.is_empty() {
+        stages.push(("finish", format!("{}{finish}", header("finish", "finish.log", args.reduce_cpus, after))));
+    }
+    Scripts { stages }
 }
 
 /// #SBATCH values are double-quoted (spaces are fine); a path with a quote or a line break
@@ -181,32 +248,41 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     let cwd = std::env::current_dir()?;
     check_sbatch_path(&out, "--out")?;
     check_sbatch_path(&cwd, "the current folder")?;
-    let scripts = scripts(&exe, &out, &cwd, &job);
+    let later = later_jobs(&later, &out)?;
+    let scripts = scripts(&exe, &out, &cwd, &job, &later);
     let pending = parts::pending(&config, tasks)?;
     let slurm_dir = out.join("slurm");
-    let (map_path, reduce_path) = (slurm_dir.join("map.sbatch"), slurm_dir.join("reduce.sbatch"));
+    let script_path = |name: &str| slurm_dir.join(format!("{name}.sbatch"));
     let array = pending.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    let mut map_args = sbatch_args.clone();
-    map_args.extend([format!("--array={array}"), map_path.display().to_string()]);
-    let reduce_args = |after: Option<&str>| {
+    // sbatch's arguments per stage, given the job the stage waits for; the map array takes
+    // only the pending tasks (a finished part is its task's completion record; the tokens
+    // tasks reuse their finished chunks themselves).
+    let submission = |name: &str, after: Option<&str>| {
         let mut a = sbatch_args.clone();
+        if name == "map" {
+            a.push(format!("--array={array}"));
+        }
         a.extend(after.map(|j| format!("--dependency=afterok:{j}")));
-        a.push(reduce_path.display().to_string());
+        a.push(script_path(name).display().to_string());
         a
     };
+    let stages: Vec<&(&str, String)> =
+        scripts.stages.iter().filter(|(name, _)| *name != "map" || !pending.is_empty()).collect();
     let mut stdout = std::io::stdout().lock();
     if dry_run {
-        writeln!(stdout, "# {}\n{}", map_path.display(), scripts.map)?;
-        writeln!(stdout, "# {}\n{}", reduce_path.display(), scripts.reduce)?;
+        for (name, text) in &scripts.stages {
+            writeln!(stdout, "# {}\n{text}", script_path(name).display())?;
+        }
         if !out.join("parts/config.json").is_file() {
             writeln!(stdout, "# would write {}", out.join("parts/config.json").display())?;
         }
         writeln!(stdout, "# would submit:")?;
-        if pending.is_empty() {
-            writeln!(stdout, "sbatch --parsable {}", reduce_args(None).join(" "))?;
-        } else {
-            writeln!(stdout, "MAP=$(sbatch --parsable {})", map_args.join(" "))?;
-            writeln!(stdout, "sbatch --parsable {}", reduce_args(Some("$MAP")).join(" "))?;
+        let mut previous: Option<String> = None;
+        for (name, _) in &stages {
+            let args = submission(name, previous.as_deref()).join(" ");
+            let var = name.to_uppercase();
+            writeln!(stdout, "{var}=$(sbatch --parsable {args})")?;
+            previous = Some(format!("${var}"));
         }
         return Ok(());
     }
@@ -219,17 +295,21 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     if !settings_path.is_file() {
         corpus::atomic::write_file(&settings_path, parts::settings_json(&config, tasks).as_bytes())?;
     }
-    corpus::atomic::write_file(&map_path, scripts.map.as_bytes())?;
-    corpus::atomic::write_file(&reduce_path, scripts.reduce.as_bytes())?;
-    let map_job = if pending.is_empty() { None } else { Some(sbatch(&map_args)?) };
-    // Recorded before the reduce is submitted: if that fails, a rerun still sees the array.
-    if let Some(job) = &map_job {
-        corpus::atomic::write_file(&submitted_path, format!("{job}\n").as_bytes())?;
+    for (name, text) in &scripts.stages {
+        corpus::atomic::write_file(&script_path(name), text.as_bytes())?;
     }
-    let reduce_job = sbatch(&reduce_args(map_job.as_deref()))?;
-    let jobs = map_job.iter().chain([&reduce_job]).cloned().collect::<Vec<_>>().join(",");
-    corpus::atomic::write_file(&submitted_path, format!("{jobs}\n").as_bytes())?;
-    match &map_job {
+    // Each id is recorded as soon as it exists: if a later sbatch fails, a rerun still sees
+    // the jobs already queued.
+    let mut jobs: Vec<(&str, String)> = Vec::new();
+    for (name, _) in &stages {
+        let job = sbatch(&submission(name, jobs.last().map(|(_, j)| j.as_str())))?;
+        jobs.push((name, job));
+        let ids = jobs.iter().map(|(_, j)| j.as_str()).collect::<Vec<_>>().join(",");
+        corpus::atomic::write_file(&submitted_path, format!("{ids}\n").as_bytes())?;
+    }
+    let job_of = |stage: &str| jobs.iter().find(|(n, _)| *n == stage).map(|(_, j)| j.clone());
+    let reduce_job = job_of("reduce").expect("the reduce is always submitted");
+    match job_of("map") {
         Some(job) => writeln!(
             stdout,
             "submitted map array {job} ({} of {} tasks: {array}) and reduce {reduce_job} after it",
@@ -238,16 +318,21 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
         )?,
         None => writeln!(stdout, "every part is done; submitted reduce {reduce_job}")?,
     }
-    writeln!(stdout, "logs: {}", slurm_dir.join("logs").display())?;
-    writeln!(stdout, "watch: squeue -j {jobs}; when a task fails, fix the cause and rerun this command")?;
-    writeln!(stdout, "result: {} once reduce {reduce_job} ends", out.join("manifest.json").display())?;
-    if later.shards.is_some() || later.search.is_some() {
-        writeln!(
-            stdout,
-            "note: the recipe's [shards]/[search] are not part of these jobs; after the reduce run \
-             `mixforge corpus shard --in {0} …` / `mixforge corpus index --in {0} …`",
-            out.display()
-        )?;
+    if let Some(job) = job_of("tokens") {
+        writeln!(stdout, "then tokens array {job} ({tasks} tasks: shards in {})", out.join("shards").display())?;
     }
+    let last = jobs.last().map(|(_, j)| j.clone()).unwrap_or_default();
+    if let Some(job) = job_of("finish") {
+        let what = match (later.shard_args.is_some(), later.index) {
+            (true, true) => "the shards' manifest and the search index",
+            (true, false) => "the shards' manifest",
+            _ => "the search index",
+        };
+        writeln!(stdout, "then finish {job} writes {what}")?;
+    }
+    let ids = jobs.iter().map(|(_, j)| j.as_str()).collect::<Vec<_>>().join(",");
+    writeln!(stdout, "logs: {}", slurm_dir.join("logs").display())?;
+    writeln!(stdout, "watch: squeue -j {ids}; when a task fails, fix the cause and rerun this command")?;
+    writeln!(stdout, "result: {} once job {last} ends", out.join("manifest.json").display())?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use mixture::Mixture;
 pub use reader::{Shard, Shards, TokenSlice};
 pub use segments::{DomainSegments, Segment};
-pub use writer::{ShardConfig, TokenizerChoice, write, write_shard};
+pub use writer::{ShardConfig, TaskReport, TokenizerChoice, prepare_tokenizer, write, write_shard, write_task};
 
 /// Version of the shard layout and manifest.
 pub const SHARDS_FORMAT_VERSION: u32 = 1;

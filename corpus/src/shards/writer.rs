@@ -11,6 +11,7 @@ use tokenizers::Tokenizer;
 use super::{DomainShards, Dtype, SHARDS_FORMAT_VERSION, ShardEntry, ShardManifest, Split};
 use crate::atomic::{self, AtomicFile};
 use crate::error::{Error, IoContext, Result};
+use crate::pipeline::parts::Shard;
 use crate::pipeline::{Progress, Unit};
 use crate::tokenize;
 
@@ -71,8 +72,16 @@ fn chunk_key(config: &ShardConfig, dtype: Dtype, ids: &[u64], texts: &[String]) 
     format!("{:032x}", h.digest128())
 }
 
-/// Tokenizes every kept document into shards under `config.out`; returns the manifest.
-pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManifest> {
+/// What every way of writing shards starts from: the kept files and the tokenizer, written to
+/// `config.out/tokenizer.json`.
+struct Setup {
+    kept: Vec<(String, PathBuf)>,
+    tokenizer: Tokenizer,
+    tokenizer_hash: String,
+    dtype: Dtype,
+}
+
+fn setup(config: &ShardConfig) -> Result<Setup> {
     if !(0.0..1.0).contains(&config.val_fraction) {
         return Err(Error::Config {
             field: "val_fraction".into(),
@@ -90,16 +99,30 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
     std::fs::create_dir_all(&config.out).at(&config.out)?;
     let tokenizer = obtain_tokenizer(config, &kept)?;
     let tokenizer_hash = tokenize::fingerprint(&tokenizer)?;
+    let dtype = Dtype::for_vocab(tokenizer.get_vocab_size(true));
+    Ok(Setup { kept, tokenizer, tokenizer_hash, dtype })
+}
+
+/// Writes `config.out/tokenizer.json` (copied, or trained on the kept documents' sample) and
+/// stops: what tasks that run at once (`write_task`) need first. Returns its fingerprint.
+pub fn prepare_tokenizer(config: &ShardConfig) -> Result<String> {
+    Ok(setup(config)?.tokenizer_hash)
+}
+
+/// Tokenizes every kept document into shards under `config.out`; returns the manifest.
+/// Chunks a task (`write_task`) or an earlier run finished are reused after checking them.
+pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManifest> {
+    let Setup { kept, tokenizer, tokenizer_hash, dtype } = setup(config)?;
     let vocab_size = tokenizer.get_vocab_size(true);
-    let dtype = Dtype::for_vocab(vocab_size);
     remove_stale_domains(&config.out, &kept)?;
     let mut domains = BTreeMap::new();
     for (domain, path) in &kept {
         let dir = config.out.join(domain);
         std::fs::create_dir_all(&dir).at(&dir)?;
         remove_stale_temp_files(&dir)?;
-        let shards = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, progress)?;
-        domains.insert(domain.clone(), shards);
+        let written = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, &|_| true, progress)?;
+        remove_chunks_from(&dir, written.chunks)?;
+        domains.insert(domain.clone(), written.shards);
     }
     let total_docs = domains.values().map(|d: &DomainShards| d.train_docs + d.val_docs).sum();
     let total_tokens = domains.values().map(|d| d.train_tokens + d.val_tokens).sum();
@@ -118,6 +141,53 @@ pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManif
     };
     atomic::write_json(&config.out.join("manifest.json"), &manifest)?;
     Ok(manifest)
+}
+
+/// What one task of a sharded tokenization did.
+#[derive(Debug, Default)]
+pub struct TaskReport {
+    /// Chunks of every domain together.
+    pub chunks: u32,
+    /// This task's chunks: `chunk mod N = I` in the order of domains, then chunks.
+    pub chunks_taken: u32,
+    /// Of those, chunks a finished marker already covered.
+    pub chunks_reused: u32,
+    /// Documents and tokens in this task's chunks.
+    pub docs: u64,
+    /// Tokens in this task's chunks.
+    pub tokens: u64,
+}
+
+/// Task `task.index` of `task.count`: tokenizes only its chunks (every N-th chunk of all the
+/// domains' chunks, counted in order) and writes no manifest; `write` afterwards finds every
+/// chunk done and writes the manifest, the same bytes as one process would. Tasks may run at
+/// once on the same folder once the tokenizer is there (`prepare_tokenizer`): each writes only
+/// its own chunks' files, atomically, and cleans nothing another task may be writing.
+pub fn write_task(config: &ShardConfig, task: Shard, progress: &dyn Progress) -> Result<TaskReport> {
+    let Setup { kept, tokenizer, tokenizer_hash, dtype } = setup(config)?;
+    // The chunks change under it: a manifest from an earlier run no longer describes them.
+    match std::fs::remove_file(config.out.join("manifest.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&config.out.join("manifest.json")),
+        _ => {}
+    }
+    let mut report = TaskReport::default();
+    for (domain, path) in &kept {
+        let first = report.chunks;
+        let chunks = parquet_rows(path)?.div_ceil(config.chunk_docs as u64) as u32;
+        report.chunks += chunks;
+        let takes = |chunk: u32| (first + chunk) % task.count == task.index;
+        if !(0..chunks).any(takes) {
+            continue;
+        }
+        let dir = config.out.join(domain);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let written = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, &takes, progress)?;
+        report.chunks_taken += written.taken;
+        report.chunks_reused += written.reused;
+        report.docs += written.shards.train_docs + written.shards.val_docs;
+        report.tokens += written.shards.train_tokens + written.shards.val_tokens;
+    }
+    Ok(report)
 }
 
 /// `kept/<domain>.parquet` files of a run, by domain (the file stem, which must be a valid
@@ -246,6 +316,15 @@ fn remove_stale_temp_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One domain's chunks that `takes` selects: their shards, and how many chunks there were.
+struct DomainWritten {
+    shards: DomainShards,
+    chunks: u32,
+    taken: u32,
+    reused: u32,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_domain(
     config: &ShardConfig,
     kept: &Path,
@@ -253,8 +332,9 @@ fn write_domain(
     tokenizer: &Tokenizer,
     tokenizer_hash: &str,
     dtype: Dtype,
+    takes: &dyn Fn(u32) -> bool,
     progress: &dyn Progress,
-) -> Result<DomainShards> {
+) -> Result<DomainWritten> {
     let total_docs = parquet_rows(kept)?;
     progress.begin(
         &format!("shard {}", kept.file_stem().unwrap_or_default().to_string_lossy()),
@@ -262,13 +342,22 @@ fn write_domain(
         Unit::Docs,
     );
     let mut shards = DomainShards::default();
-    let mut chunk = 0u32;
+    let (mut chunk, mut taken, mut reused) = (0u32, 0u32, 0u32);
     let mut done = 0u64;
     read_kept(kept, config.chunk_docs, |ids, texts| {
+        done += ids.len() as u64;
+        if !takes(chunk) {
+            chunk += 1;
+            return Ok(());
+        }
+        taken += 1;
         let marker_path = dir.join(format!("chunk-{chunk:05}.json"));
         let input_key = chunk_key(config, dtype, &ids, &texts);
         let entries = match read_marker(&marker_path, tokenizer_hash, &input_key, dir) {
-            Some(entries) => entries,
+            Some(entries) => {
+                reused += 1;
+                entries
+            }
             None => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let tokens = tokenize::encode_batch(tokenizer, &refs, false)?;
@@ -301,13 +390,11 @@ fn write_domain(
             shards.shards.push(entry);
         }
         chunk += 1;
-        done += ids.len() as u64;
         progress.set(done);
         Ok(())
     })?;
-    remove_chunks_from(dir, chunk)?;
     progress.end();
-    Ok(shards)
+    Ok(DomainWritten { shards, chunks: chunk, taken, reused })
 }
 
 /// Removes the files of chunks numbered `first` and above: left by an earlier run over more
