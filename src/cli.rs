@@ -729,6 +729,10 @@ pub struct TokenizerBenchArgs {
     /// Add the tokenizer's special tokens (e.g. BOS), as Python's encode_batch does by default.
     #[arg(long)]
     pub add_special_tokens: bool,
+    /// Encode with `tokenizers`' pipeline even where the piecewise encoder (SentencePiece-style
+    /// BPE, the same ids) applies: to compare the two.
+    #[arg(long)]
+    pub pipeline: bool,
 }
 
 /// `mixforge corpus ...`

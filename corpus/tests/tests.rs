@@ -5,6 +5,7 @@ mod decontamination;
 mod dedup_quality;
 mod hardening;
 mod ingest_formats;
+mod piecewise_tokenizer;
 mod pipeline_runs;
 mod shards_and_search;
 mod signals_reference;

@@ -23,12 +23,17 @@ pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bytes: usize = refs.iter().map(|t| t.len()).sum();
-    corpus::tokenize::encode_batch(&tokenizer, &refs[..refs.len().min(50)], args.add_special_tokens)?;
+    let encoder = corpus::tokenize::Encoder::new(&tokenizer)?;
+    let encode = |texts: &[&str]| match args.pipeline {
+        true => encoder.encode_by_pipeline(texts, args.add_special_tokens),
+        false => encoder.encode_batch(texts, args.add_special_tokens),
+    };
+    encode(&refs[..refs.len().min(50)])?;
     let mut seconds = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..args.runs.max(1) {
         let started = Instant::now();
-        ids = corpus::tokenize::encode_batch(&tokenizer, &refs, args.add_special_tokens)?;
+        ids = encode(&refs)?;
         seconds.push(started.elapsed().as_secs_f64());
     }
     let tokens: usize = ids.iter().map(Vec::len).sum();
@@ -36,6 +41,7 @@ pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
     let median = seconds[seconds.len() / 2];
     let report = serde_json::json!({
         "tool": "mixforge",
+        "piecewise": encoder.is_piecewise() && !args.pipeline,
         "threads": rayon::current_num_threads(),
         "docs": texts.len(),
         "bytes": bytes,

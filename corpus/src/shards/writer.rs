@@ -114,13 +114,14 @@ pub fn prepare_tokenizer(config: &ShardConfig) -> Result<String> {
 pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManifest> {
     let Setup { kept, tokenizer, tokenizer_hash, dtype } = setup(config)?;
     let vocab_size = tokenizer.get_vocab_size(true);
+    let encoder = tokenize::Encoder::new(&tokenizer)?;
     remove_stale_domains(&config.out, &kept)?;
     let mut domains = BTreeMap::new();
     for (domain, path) in &kept {
         let dir = config.out.join(domain);
         std::fs::create_dir_all(&dir).at(&dir)?;
         remove_stale_temp_files(&dir)?;
-        let written = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, &|_| true, progress)?;
+        let written = write_domain(config, path, &dir, &encoder, &tokenizer_hash, dtype, &|_| true, progress)?;
         remove_chunks_from(&dir, written.chunks)?;
         domains.insert(domain.clone(), written.shards);
     }
@@ -170,6 +171,7 @@ pub fn write_task(config: &ShardConfig, task: Shard, progress: &dyn Progress) ->
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&config.out.join("manifest.json")),
         _ => {}
     }
+    let encoder = tokenize::Encoder::new(&tokenizer)?;
     let mut report = TaskReport::default();
     for (domain, path) in &kept {
         let first = report.chunks;
@@ -181,7 +183,7 @@ pub fn write_task(config: &ShardConfig, task: Shard, progress: &dyn Progress) ->
         }
         let dir = config.out.join(domain);
         std::fs::create_dir_all(&dir).at(&dir)?;
-        let written = write_domain(config, path, &dir, &tokenizer, &tokenizer_hash, dtype, &takes, progress)?;
+        let written = write_domain(config, path, &dir, &encoder, &tokenizer_hash, dtype, &takes, progress)?;
         report.chunks_taken += written.taken;
         report.chunks_reused += written.reused;
         report.docs += written.shards.train_docs + written.shards.val_docs;
@@ -329,7 +331,7 @@ fn write_domain(
     config: &ShardConfig,
     kept: &Path,
     dir: &Path,
-    tokenizer: &Tokenizer,
+    encoder: &tokenize::Encoder,
     tokenizer_hash: &str,
     dtype: Dtype,
     takes: &dyn Fn(u32) -> bool,
@@ -360,7 +362,7 @@ fn write_domain(
             }
             None => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let tokens = tokenize::encode_batch(tokenizer, &refs, false)?;
+                let tokens = encoder.encode_batch(&refs, false)?;
                 let mut entries = Vec::new();
                 for split in [Split::Train, Split::Val] {
                     let docs: Vec<(u64, &[u32])> = ids
