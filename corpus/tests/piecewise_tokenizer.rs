@@ -56,7 +56,7 @@ fn edge_cases() -> Vec<String> {
 #[test]
 fn piecewise_encoding_equals_the_tokenizers_pipeline() {
     let tokenizer = llama();
-    let encoder = Encoder::new(&tokenizer).unwrap();
+    let encoder = Encoder::new(&tokenizer);
     assert!(encoder.is_piecewise(), "the Llama tokenizer is SentencePiece-style BPE");
     let mut texts = shared_texts();
     assert!(texts.len() > 7000, "{} texts", texts.len());
@@ -76,17 +76,42 @@ fn piecewise_encoding_equals_the_tokenizers_pipeline() {
 #[test]
 fn tokenizers_it_cannot_reproduce_stay_on_the_pipeline() {
     let neox = tokenize::load(&shared_data().join("tokenizers/gpt-neo-test-tokenizer.json")).unwrap();
-    assert!(!Encoder::new(&neox).unwrap().is_piecewise(), "byte-level BPE has a pre-tokenizer");
+    assert!(!Encoder::new(&neox).is_piecewise(), "byte-level BPE has a pre-tokenizer");
     let trained = tokenize::train_bpe(&gsm8k(200), 600).unwrap();
-    assert!(!Encoder::new(&trained).unwrap().is_piecewise());
+    assert!(!Encoder::new(&trained).is_piecewise());
     // A token that joins a character to a following `▁` could span two pieces.
     let mut json: serde_json::Value = serde_json::from_str(&llama().to_string(false).unwrap()).unwrap();
     json["model"]["vocab"]["e▁"] = 32000.into();
     let joined: tokenizers::Tokenizer = json.to_string().parse().unwrap();
-    assert!(!Encoder::new(&joined).unwrap().is_piecewise());
+    assert!(!Encoder::new(&joined).is_piecewise());
     // Merge dropout makes encoding random.
     let mut json: serde_json::Value = serde_json::from_str(&llama().to_string(false).unwrap()).unwrap();
     json["model"]["dropout"] = 0.1.into();
     let dropout: tokenizers::Tokenizer = json.to_string().parse().unwrap();
-    assert!(!Encoder::new(&dropout).unwrap().is_piecewise());
+    assert!(!Encoder::new(&dropout).is_piecewise());
+    // Unknown characters dropped (no byte fallback, no unk) or no `▁` symbol: symbols could meet
+    // across a boundary ("é x" is [▁▁, x] by the pipeline, [▁, ▁x] piece by piece).
+    let tiny = |vocab: serde_json::Value, unk: Option<&str>| -> tokenizers::Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+            "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": [["▁", "▁"], ["▁", "x"]]}
+        });
+        json.to_string().parse().unwrap()
+    };
+    let dropping = tiny(serde_json::json!({"▁": 0, "x": 1, "▁▁": 2, "▁x": 3}), None);
+    assert_eq!(Encoder::new(&dropping).encode_by_pipeline(&["é x"], false).unwrap(), vec![vec![2, 1]]);
+    assert!(!Encoder::new(&dropping).is_piecewise());
+    let with_unk = tiny(serde_json::json!({"▁": 0, "x": 1, "▁▁": 2, "▁x": 3, "<unk>": 4}), Some("<unk>"));
+    assert!(Encoder::new(&with_unk).is_piecewise(), "unknown characters become unk, kept in place");
+    let texts = ["é x", "x é  éx", "ééé x"];
+    assert_eq!(
+        Encoder::new(&with_unk).encode_batch(&texts, false).unwrap(),
+        Encoder::new(&with_unk).encode_by_pipeline(&texts, false).unwrap()
+    );
 }

@@ -79,7 +79,7 @@ fn trained_bpe_shards_round_trip_every_document() {
     assert_eq!(manifest.total_docs, texts.len() as u64);
     let opened = Shards::open(&out).unwrap();
     let tokenizer = tokenize::load(&opened.tokenizer_path()).unwrap();
-    let encoder = tokenize::Encoder::new(&tokenizer).unwrap();
+    let encoder = tokenize::Encoder::new(&tokenizer);
     let mut seen = 0;
     let mut tokens_on_disk = 0u64;
     for (domain, d) in &manifest.domains {
@@ -123,7 +123,7 @@ fn user_tokenizers_shard_and_read_back() {
         let manifest = shards::write(&shard_config(&run, &out, TokenizerChoice::File(path.clone())), &Silent).unwrap();
         assert_eq!(manifest.dtype, shards::Dtype::U16, "{name}");
         let tokenizer = tokenize::load(&path).unwrap();
-        let encoder = tokenize::Encoder::new(&tokenizer).unwrap();
+        let encoder = tokenize::Encoder::new(&tokenizer);
         let opened = Shards::open(&out).unwrap();
         let (mut ascii, mut ascii_round_trips) = (0, 0);
         for shard in opened.shards("prose", Split::Train).unwrap() {

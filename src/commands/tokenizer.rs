@@ -23,7 +23,7 @@ pub fn bench(args: &TokenizerBenchArgs) -> Result<()> {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bytes: usize = refs.iter().map(|t| t.len()).sum();
-    let encoder = corpus::tokenize::Encoder::new(&tokenizer)?;
+    let encoder = corpus::tokenize::Encoder::new(&tokenizer);
     let encode = |texts: &[&str]| match args.pipeline {
         true => encoder.encode_by_pipeline(texts, args.add_special_tokens),
         false => encoder.encode_batch(texts, args.add_special_tokens),

@@ -114,7 +114,7 @@ pub fn prepare_tokenizer(config: &ShardConfig) -> Result<String> {
 pub fn write(config: &ShardConfig, progress: &dyn Progress) -> Result<ShardManifest> {
     let Setup { kept, tokenizer, tokenizer_hash, dtype } = setup(config)?;
     let vocab_size = tokenizer.get_vocab_size(true);
-    let encoder = tokenize::Encoder::new(&tokenizer)?;
+    let encoder = tokenize::Encoder::new(&tokenizer);
     remove_stale_domains(&config.out, &kept)?;
     let mut domains = BTreeMap::new();
     for (domain, path) in &kept {
@@ -171,7 +171,7 @@ pub fn write_task(config: &ShardConfig, task: Shard, progress: &dyn Progress) ->
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&config.out.join("manifest.json")),
         _ => {}
     }
-    let encoder = tokenize::Encoder::new(&tokenizer)?;
+    let encoder = tokenize::Encoder::new(&tokenizer);
     let mut report = TaskReport::default();
     for (domain, path) in &kept {
         let first = report.chunks;

@@ -81,10 +81,12 @@ pub struct Encoder<'a> {
 
 impl<'a> Encoder<'a> {
     /// Inspects the tokenizer once: whether the piecewise encoder reproduces it.
-    pub fn new(tokenizer: &'a Tokenizer) -> Result<Encoder<'a>> {
-        let specials = special_affixes(tokenizer)?;
-        let pieces = specials.as_ref().and_then(|_| PieceBpe::of(tokenizer));
-        Ok(Encoder { tokenizer, pieces, specials: specials.unwrap_or_default() })
+    pub fn new(tokenizer: &'a Tokenizer) -> Encoder<'a> {
+        let specials = special_affixes(tokenizer);
+        // Truncation and padding (off after `load`) would change the ids the pipeline gives.
+        let plain = tokenizer.get_truncation().is_none() && tokenizer.get_padding().is_none();
+        let pieces = specials.as_ref().filter(|_| plain).and_then(|_| PieceBpe::of(tokenizer));
+        Encoder { tokenizer, pieces, specials: specials.unwrap_or_default() }
     }
 
     /// Whether texts go through the piecewise encoder.
@@ -128,19 +130,17 @@ impl<'a> Encoder<'a> {
 }
 
 /// The ids the post-processor adds before and after a single sequence, found by processing a
-/// one-token probe; `None` when its output is not the probe between fixed ids.
-fn special_affixes(tokenizer: &Tokenizer) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
+/// one-token probe; `None` when its output is not the probe between fixed ids (or it fails).
+fn special_affixes(tokenizer: &Tokenizer) -> Option<(Vec<u32>, Vec<u32>)> {
     const PROBE: u32 = u32::MAX;
     let probe = tokenizers::Encoding::from_tokens(vec![tokenizers::Token::new(PROBE, String::new(), (0, 0))], 0);
-    let processed = tokenizer
-        .post_process(probe, None, true)
-        .map_err(|e| Error::Tokenizer { path: "(post-process)".into(), message: e.to_string() })?;
+    let processed = tokenizer.post_process(probe, None, true).ok()?;
     let ids = processed.get_ids();
     let at: Vec<usize> = ids.iter().enumerate().filter(|(_, id)| **id == PROBE).map(|(i, _)| i).collect();
-    Ok(match at[..] {
+    match at[..] {
         [i] => Some((ids[..i].to_vec(), ids[i + 1..].to_vec())),
         _ => None,
-    })
+    }
 }
 
 /// Decodes ids back to text, keeping special tokens.

@@ -68,6 +68,10 @@ impl PieceBpe {
             return None;
         }
         let vocab = model["vocab"].as_object()?;
+        // Serialized from id to token: tokens sharing an id would be missing here.
+        if vocab.len() != tokenizers::Model::get_vocab_size(tokenizer.get_model()) {
+            return None;
+        }
         // The condition that makes pieces independent.
         if vocab.keys().any(|token| token.chars().zip(token.chars().skip(1)).any(|(a, b)| a != SPACE && b == SPACE)) {
             return None;
@@ -97,6 +101,12 @@ impl PieceBpe {
             Some(token) => Some(id_of(token)?),
             None => None,
         };
+        // Every piece after the first must start with the `▁` symbol, and every piece keep its
+        // last character: without `▁` in the vocabulary, or with unknown characters dropped (no
+        // byte fallback, no unk), symbols could meet across a boundary.
+        if id_of(&SPACE.to_string()).is_none() || (bytes.is_none() && unk.is_none()) {
+            return None;
+        }
         let mut merges = hashbrown::HashMap::default();
         for (rank, merge) in model["merges"].as_array()?.iter().enumerate() {
             let (left, right) = match merge {
