@@ -157,18 +157,55 @@ pub struct KeptBatch {
 /// most `batch` documents. Text columns may be any Arrow string type and `doc_id` any
 /// non-negative integer type; anything else is an error naming the file, column and type.
 pub fn read(path: &Path, batch: usize, mut f: impl FnMut(KeptBatch) -> Result<()>) -> Result<()> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    read_blocks(path, batch, &|_| true, |_, b| f(b))
+}
+
+/// As [`read`], but only the blocks `k` (rows `k·batch …`, `batch` of them, fewer in the last)
+/// that `wanted` names, each as one batch with its `k`; the others are skipped, not decoded.
+pub fn read_blocks(
+    path: &Path,
+    batch: usize,
+    wanted: &dyn Fn(usize) -> bool,
+    mut f: impl FnMut(usize, KeptBatch) -> Result<()>,
+) -> Result<()> {
+    use parquet::arrow::arrow_reader::{
+        ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    };
+    use parquet::file::metadata::PageIndexPolicy;
     let parquet_err = |source| Error::Parquet { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), cause: source })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_err)?
-        .with_batch_size(batch.max(1))
-        .build()
-        .map_err(parquet_err)?;
+    // With the offset index (where the file has one), skipped blocks' pages are not even read.
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(parquet_err)?;
+    let batch = batch.max(1);
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let block_rows = |k: usize| batch.min(rows - k * batch);
+    let blocks: Vec<usize> = (0..rows.div_ceil(batch)).filter(|&k| wanted(k)).collect();
+    let mut builder = builder.with_batch_size(batch);
+    if blocks.len() < rows.div_ceil(batch) {
+        let selectors = (0..rows.div_ceil(batch)).map(|k| match wanted(k) {
+            true => RowSelector::select(block_rows(k)),
+            false => RowSelector::skip(block_rows(k)),
+        });
+        builder = builder.with_row_selection(RowSelection::from(selectors.collect::<Vec<_>>()));
+    }
+    let mut reader = builder.build().map_err(parquet_err)?;
     let file_domain = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    for record_batch in reader {
+    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    for &k in &blocks {
+        let record_batch = reader
+            .next()
+            .ok_or_else(|| corrupt(format!("rows {}… missing ({rows} rows in the file's metadata)", k * batch)))?;
         let record_batch = record_batch.map_err(|e| parquet_err(e.into()))?;
-        let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+        // Each batch is one whole block: the callers number chunks by it.
+        if record_batch.num_rows() != block_rows(k) {
+            return Err(corrupt(format!(
+                "read {} rows at row {} where {} were expected",
+                record_batch.num_rows(),
+                k * batch,
+                block_rows(k)
+            )));
+        }
         let column = |name: &str| {
             record_batch
                 .column_by_name(name)
@@ -199,7 +236,7 @@ pub fn read(path: &Path, batch: usize, mut f: impl FnMut(KeptBatch) -> Result<()
                 .collect::<Result<_>>()?,
             None => vec![file_domain.clone(); n],
         };
-        f(out)?;
+        f(k, out)?;
     }
     Ok(())
 }

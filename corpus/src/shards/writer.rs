@@ -223,9 +223,19 @@ fn kept_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Reads `(doc_id, text)` batches of at most `batch` documents from a kept file; ids must
 /// increase (the shard index is searched by id).
 fn read_kept(path: &Path, batch: usize, mut f: impl FnMut(Vec<u64>, Vec<String>) -> Result<()>) -> Result<()> {
+    read_kept_blocks(path, batch, &|_| true, |_, ids, texts| f(ids, texts))
+}
+
+/// [`read_kept`] of the blocks `wanted` names (block `k`: rows `k·batch …`), with their `k`.
+fn read_kept_blocks(
+    path: &Path,
+    batch: usize,
+    wanted: &dyn Fn(usize) -> bool,
+    mut f: impl FnMut(usize, Vec<u64>, Vec<String>) -> Result<()>,
+) -> Result<()> {
     let mut last: Option<u64> = None;
-    let mut row = 0u64;
-    crate::kept::read(path, batch, |b| {
+    crate::kept::read_blocks(path, batch, wanted, |k, b| {
+        let mut row = (k * batch) as u64;
         for &id in &b.ids {
             if last.is_some_and(|l| id <= l) {
                 return Err(Error::Corrupt {
@@ -239,7 +249,7 @@ fn read_kept(path: &Path, batch: usize, mut f: impl FnMut(Vec<u64>, Vec<String>)
             last = Some(id);
             row += 1;
         }
-        f(b.ids, b.texts)
+        f(k, b.ids, b.texts)
     })
 }
 
@@ -344,14 +354,12 @@ fn write_domain(
         Unit::Docs,
     );
     let mut shards = DomainShards::default();
-    let (mut chunk, mut taken, mut reused) = (0u32, 0u32, 0u32);
-    let mut done = 0u64;
-    read_kept(kept, config.chunk_docs, |ids, texts| {
-        done += ids.len() as u64;
-        if !takes(chunk) {
-            chunk += 1;
-            return Ok(());
-        }
+    let (mut taken, mut reused) = (0u32, 0u32);
+    let chunks = total_docs.div_ceil(config.chunk_docs as u64) as u32;
+    // Other tasks' chunks are skipped undecoded.
+    read_kept_blocks(kept, config.chunk_docs, &|k| takes(k as u32), |k, ids, texts| {
+        let chunk = k as u32;
+        let done = (u64::from(chunk) * config.chunk_docs as u64 + ids.len() as u64).min(total_docs);
         taken += 1;
         let marker_path = dir.join(format!("chunk-{chunk:05}.json"));
         let input_key = chunk_key(config, dtype, &ids, &texts);
@@ -391,12 +399,11 @@ fn write_domain(
             };
             shards.shards.push(entry);
         }
-        chunk += 1;
         progress.set(done);
         Ok(())
     })?;
     progress.end();
-    Ok(DomainWritten { shards, chunks: chunk, taken, reused })
+    Ok(DomainWritten { shards, chunks, taken, reused })
 }
 
 /// Removes the files of chunks numbered `first` and above: left by an earlier run over more
