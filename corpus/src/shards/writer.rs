@@ -235,8 +235,7 @@ fn read_kept_blocks(
 ) -> Result<()> {
     let mut last: Option<u64> = None;
     crate::kept::read_blocks(path, batch, wanted, |k, b| {
-        let mut row = (k * batch) as u64;
-        for &id in &b.ids {
+        for (row, &id) in (k * batch..).zip(&b.ids) {
             if last.is_some_and(|l| id <= l) {
                 return Err(Error::Corrupt {
                     path: path.to_path_buf(),
@@ -247,7 +246,6 @@ fn read_kept_blocks(
                 });
             }
             last = Some(id);
-            row += 1;
         }
         f(k, b.ids, b.texts)
     })
