@@ -193,3 +193,60 @@ fn search_finds_a_known_phrase_first() {
     assert!(!only_code.is_empty() && only_code.iter().all(|h| h.domain == "code"));
     assert!(corpus::search::search(&index, "Natalia", Some("code"), 5).unwrap().is_empty());
 }
+
+/// A user's kept file with many small row groups, cut into chunks smaller than a row group and
+/// smaller than 32 rows: tasks (each skipping the others' chunks) and the finishing run write
+/// the one-process shards byte for byte.
+#[test]
+fn tasks_over_small_row_groups_write_the_one_process_shards() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+    let dir = scratch("shards-row-groups");
+    let run = dir.join("run");
+    std::fs::create_dir_all(run.join("kept")).unwrap();
+    let texts = gsm8k(200);
+    for (domain, range) in [("math", 0..130), ("more", 130..200)] {
+        let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(range.clone().map(|i| i as u64 * 3)));
+        let text: ArrayRef = Arc::new(StringArray::from_iter_values(range.map(|i| texts[i].as_str())));
+        let batch = RecordBatch::try_from_iter([("doc_id", ids), ("text", text)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(7)).build();
+        let file = std::fs::File::create(run.join(format!("kept/{domain}.parquet"))).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+    let llama = TokenizerChoice::File(shared_data().join("tokenizers/llama-test-tokenizer.json"));
+    let config = |out: &str| ShardConfig { chunk_docs: 9, ..shard_config(&run, &dir.join(out), llama.clone()) };
+    shards::write(&config("one"), &Silent).unwrap();
+    shards::prepare_tokenizer(&config("tasks")).unwrap();
+    let mut taken = 0;
+    for index in 0..4 {
+        let report =
+            shards::write_task(&config("tasks"), corpus::pipeline::parts::Shard { index, count: 4 }, &Silent).unwrap();
+        assert_eq!(report.chunks, 15 + 8, "130 and 70 documents in chunks of 9");
+        taken += report.chunks_taken;
+    }
+    assert_eq!(taken, 23);
+    shards::write(&config("tasks"), &Silent).unwrap();
+    for entry in walk(&dir.join("one")) {
+        let rel = entry.strip_prefix(dir.join("one")).unwrap();
+        assert!(std::fs::read(&entry).unwrap() == std::fs::read(dir.join("tasks").join(rel)).unwrap(), "{rel:?}");
+    }
+    assert_eq!(walk(&dir.join("one")).len(), walk(&dir.join("tasks")).len());
+    // Another tokenizer into the folder: the manifest of the old one's shards goes first.
+    let neox = TokenizerChoice::File(shared_data().join("tokenizers/gpt-neo-test-tokenizer.json"));
+    shards::prepare_tokenizer(&ShardConfig { tokenizer: neox, ..config("tasks") }).unwrap();
+    assert!(!dir.join("tasks/manifest.json").exists(), "a manifest beside another tokenizer");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files.sort();
+    files
+}

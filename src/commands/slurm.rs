@@ -140,7 +140,8 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job, later: &Later) -> Scr
         ));
     }
     if !finish.is_empty() {
-        stages.push(("finish", format!("{}{finish}", header("finish", "finish.log", args.reduce_cpus, after))));
+        let extra = format!("{mem}{after}");
+        stages.push(("finish", format!("{}{finish}", header("finish", "finish.log", args.reduce_cpus, &extra))));
     }
     Scripts { stages }
 }
@@ -333,6 +334,6 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
     let ids = jobs.iter().map(|(_, j)| j.as_str()).collect::<Vec<_>>().join(",");
     writeln!(stdout, "logs: {}", slurm_dir.join("logs").display())?;
     writeln!(stdout, "watch: squeue -j {ids}; when a task fails, fix the cause and rerun this command")?;
-    writeln!(stdout, "result: {} once job {last} ends", out.join("manifest.json").display())?;
+    writeln!(stdout, "result: {} once job {last} ends", out.display())?;
     Ok(())
 }

@@ -220,13 +220,9 @@ fn kept_files(input: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(files)
 }
 
-/// Reads `(doc_id, text)` batches of at most `batch` documents from a kept file; ids must
-/// increase (the shard index is searched by id).
-fn read_kept(path: &Path, batch: usize, mut f: impl FnMut(Vec<u64>, Vec<String>) -> Result<()>) -> Result<()> {
-    read_kept_blocks(path, batch, &|_| true, |_, ids, texts| f(ids, texts))
-}
-
-/// [`read_kept`] of the blocks `wanted` names (block `k`: rows `k·batch …`), with their `k`.
+/// Reads `(doc_id, text)` blocks of `batch` documents (fewer in the last) from a kept file, the
+/// ones `wanted` names (block `k`: rows `k·batch …`), with their `k`; ids must increase (the
+/// shard index is searched by id).
 fn read_kept_blocks(
     path: &Path,
     batch: usize,
@@ -267,12 +263,9 @@ fn obtain_tokenizer(config: &ShardConfig, kept: &[(String, PathBuf)]) -> Result<
         TokenizerChoice::Train { vocab_size, sample_docs_per_domain } => {
             let mut sample = Vec::new();
             for (_, path) in kept {
-                let mut taken = 0;
-                read_kept(path, *sample_docs_per_domain, |_, texts| {
-                    if taken < *sample_docs_per_domain {
-                        taken += texts.len();
-                        sample.extend(texts.into_iter().take(*sample_docs_per_domain));
-                    }
+                // The first block alone: the sample is the first documents.
+                read_kept_blocks(path, *sample_docs_per_domain, &|k| k == 0, |_, _, texts| {
+                    sample.extend(texts.into_iter().take(*sample_docs_per_domain));
                     Ok(())
                 })?;
             }
@@ -311,6 +304,15 @@ fn write_tokenizer(tokenizer: &Tokenizer, target: &Path) -> Result<()> {
     let json = tokenizer
         .to_string(true)
         .map_err(|e| Error::Tokenizer { path: target.to_path_buf(), message: e.to_string() })?;
+    if std::fs::read(target).ok().as_deref() == Some(json.as_bytes()) {
+        return Ok(());
+    }
+    // A manifest describes shards of the tokenizer beside it: it goes before another one comes.
+    let manifest = target.with_file_name("manifest.json");
+    match std::fs::remove_file(&manifest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&manifest),
+        _ => {}
+    }
     atomic::write_file(target, json.as_bytes())
 }
 
