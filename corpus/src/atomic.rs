@@ -75,6 +75,14 @@ pub fn write_file(target: &Path, bytes: &[u8]) -> Result<()> {
     file.commit()
 }
 
+/// Removes `path` if it exists (an output that no longer describes what is beside it).
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `value` as pretty JSON to `target` atomically.
 pub fn write_json<T: serde::Serialize>(target: &Path, value: &T) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("artifact types serialize");

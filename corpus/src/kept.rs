@@ -180,10 +180,11 @@ pub fn read_blocks(
     let batch = batch.max(1);
     let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
     let block_rows = |k: usize| batch.min(rows - k * batch);
-    let blocks: Vec<usize> = (0..rows.div_ceil(batch)).filter(|&k| wanted(k)).collect();
+    let n_blocks = rows.div_ceil(batch);
+    let blocks: Vec<usize> = (0..n_blocks).filter(|&k| wanted(k)).collect();
     let mut builder = builder.with_batch_size(batch);
-    if blocks.len() < rows.div_ceil(batch) {
-        let selectors = (0..rows.div_ceil(batch)).map(|k| match wanted(k) {
+    if blocks.len() < n_blocks {
+        let selectors = (0..n_blocks).map(|k| match wanted(k) {
             true => RowSelector::select(block_rows(k)),
             false => RowSelector::skip(block_rows(k)),
         });

@@ -19,6 +19,7 @@ use corpus::pipeline::parts;
 
 use crate::cli::SlurmArgs;
 use crate::recipe::LaterStages;
+use corpus::shards::TokenizerChoice;
 
 /// How the jobs are asked for.
 struct Job {
@@ -48,12 +49,11 @@ fn later_jobs(later: &LaterStages, out: &Path) -> Result<Later> {
     let shard_args = match &later.shards {
         None => None,
         Some(s) => {
-            // Refuses a [shards] without a tokenizer now rather than in the last job.
-            super::shards::tokenizer_choice(s.tokenizer.as_deref(), s.vocab_size, s.sample_docs)?;
-            let tokenizer = match (&s.tokenizer, s.vocab_size) {
-                (Some(path), _) => format!("--tokenizer {}", quoted(&absolute(path)?)),
-                (None, Some(size)) => format!("--vocab-size {size}"),
-                (None, None) => unreachable!("checked above"),
+            // A [shards] without a tokenizer is refused now rather than in the last job.
+            let tokenizer = match super::shards::tokenizer_choice(s.tokenizer.as_deref(), s.vocab_size, s.sample_docs)?
+            {
+                TokenizerChoice::File(path) => format!("--tokenizer {}", quoted(&absolute(&path)?)),
+                TokenizerChoice::Train { vocab_size, .. } => format!("--vocab-size {vocab_size}"),
             };
             Some(format!(
                 "--in {out} --out {shards} {tokenizer} --sample-docs {} --val-fraction {} --split-seed {} --chunk-docs {}",
@@ -104,21 +104,24 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job, later: &Later) -> Scr
         n = args.tasks,
         out = quoted_out,
     );
-    // The reduce holds every part's records and does the verify and kept-writing passes.
+    // The one-node jobs: the reduce holds every part's records and does the verify and
+    // kept-writing passes; the finish checks every chunk and builds the index.
     let mem = args.reduce_mem.as_ref().map(|m| format!("#SBATCH --mem={m}\n")).unwrap_or_default();
+    let one_node = format!("{mem}{after}");
     let mut reduce = format!(
         "{}# Duplicates across every part, then kept/, profile, summary and manifest in OUT.\n\
          {exe} {threads} corpus reduce --out {quoted_out}\n",
-        header("reduce", "reduce.log", args.reduce_cpus, &format!("{mem}{after}")),
+        header("reduce", "reduce.log", args.reduce_cpus, &one_node),
     );
-    let mut stages = vec![("map", map), ("reduce", reduce.clone())];
-    let mut finish = String::new();
     if let Some(shard_args) = &later.shard_args {
         reduce.push_str(&format!(
             "# The tokenizer (trained on the kept documents' sample, or copied) before the tokens tasks start.\n\
              {exe} {threads} corpus shard {shard_args} --tokenizer-only\n"
         ));
-        stages[1].1 = reduce;
+    }
+    let mut stages = vec![("map", map), ("reduce", reduce)];
+    let mut finish = String::new();
+    if let Some(shard_args) = &later.shard_args {
         stages.push((
             "tokens",
             format!(
@@ -140,8 +143,7 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job, later: &Later) -> Scr
         ));
     }
     if !finish.is_empty() {
-        let extra = format!("{mem}{after}");
-        stages.push(("finish", format!("{}{finish}", header("finish", "finish.log", args.reduce_cpus, &extra))));
+        stages.push(("finish", format!("{}{finish}", header("finish", "finish.log", args.reduce_cpus, &one_node))));
     }
     Scripts { stages }
 }

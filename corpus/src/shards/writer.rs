@@ -153,7 +153,7 @@ pub struct TaskReport {
     pub chunks_taken: u32,
     /// Of those, chunks a finished marker already covered.
     pub chunks_reused: u32,
-    /// Documents and tokens in this task's chunks.
+    /// Documents in this task's chunks.
     pub docs: u64,
     /// Tokens in this task's chunks.
     pub tokens: u64,
@@ -167,10 +167,7 @@ pub struct TaskReport {
 pub fn write_task(config: &ShardConfig, task: Shard, progress: &dyn Progress) -> Result<TaskReport> {
     let Setup { kept, tokenizer, tokenizer_hash, dtype } = setup(config)?;
     // The chunks change under it: a manifest from an earlier run no longer describes them.
-    match std::fs::remove_file(config.out.join("manifest.json")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&config.out.join("manifest.json")),
-        _ => {}
-    }
+    atomic::remove_if_present(&config.out.join("manifest.json"))?;
     let encoder = tokenize::Encoder::new(&tokenizer);
     let mut report = TaskReport::default();
     for (domain, path) in &kept {
@@ -308,11 +305,7 @@ fn write_tokenizer(tokenizer: &Tokenizer, target: &Path) -> Result<()> {
         return Ok(());
     }
     // A manifest describes shards of the tokenizer beside it: it goes before another one comes.
-    let manifest = target.with_file_name("manifest.json");
-    match std::fs::remove_file(&manifest) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&manifest),
-        _ => {}
-    }
+    atomic::remove_if_present(&target.with_file_name("manifest.json"))?;
     atomic::write_file(target, json.as_bytes())
 }
 
@@ -356,7 +349,7 @@ fn write_domain(
     let mut shards = DomainShards::default();
     let (mut taken, mut reused) = (0u32, 0u32);
     let chunks = total_docs.div_ceil(config.chunk_docs as u64) as u32;
-    // Other tasks' chunks are skipped undecoded.
+    // Other tasks' chunks are skipped, not decoded.
     read_kept_blocks(kept, config.chunk_docs, &|k| takes(k as u32), |k, ids, texts| {
         let chunk = k as u32;
         let done = (u64::from(chunk) * config.chunk_docs as u64 + ids.len() as u64).min(total_docs);

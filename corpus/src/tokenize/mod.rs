@@ -85,7 +85,7 @@ impl<'a> Encoder<'a> {
         let specials = special_affixes(tokenizer);
         // Truncation and padding (off after `load`) would change the ids the pipeline gives.
         let plain = tokenizer.get_truncation().is_none() && tokenizer.get_padding().is_none();
-        let pieces = specials.as_ref().filter(|_| plain).and_then(|_| PieceBpe::of(tokenizer));
+        let pieces = if plain && specials.is_some() { PieceBpe::of(tokenizer) } else { None };
         Encoder { tokenizer, pieces, specials: specials.unwrap_or_default() }
     }
 

@@ -47,10 +47,6 @@ fn pair_key(left: u32, right: u32) -> u64 {
     ((u64::from(left) << 32) | u64::from(right)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-fn char_key(c: char) -> u32 {
-    c as u32
-}
-
 impl PieceBpe {
     /// The piecewise model of `tokenizer`, or `None` when it is not a SentencePiece-style BPE
     /// this reproduces exactly.
@@ -85,7 +81,7 @@ impl PieceBpe {
                 match ascii.get_mut(c as usize) {
                     Some(slot) => *slot = Some(id as u32),
                     None => {
-                        chars.insert(char_key(c), id as u32);
+                        chars.insert(u32::from(c), id as u32);
                     }
                 }
             }
@@ -185,7 +181,7 @@ impl PieceBpe {
     fn char_id(&self, c: char) -> Option<u32> {
         match self.ascii.get(c as usize) {
             Some(id) => *id,
-            None => self.chars.get(&char_key(c)).copied(),
+            None => self.chars.get(&u32::from(c)).copied(),
         }
     }
 
