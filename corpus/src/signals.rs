@@ -169,8 +169,6 @@ pub struct Scratch {
     /// Positions whose n-gram occurs more than once, for the next n.
     positions: Vec<u32>,
     slots: Vec<u32>,
-    /// Whether the 5-gram at each position occurs more than once in the document.
-    repeated: Vec<bool>,
 }
 
 /// Computes every signal of `text`.
@@ -248,7 +246,7 @@ fn char_classes(text: &str, ascii: &[u64; 7], s: &mut Signals) {
     let mut script_counts = [0u32; 9];
     script_counts[0] = (lower + upper) as u32;
     if non_ascii_bytes > 0 {
-        for c in text.chars().filter(|c| !c.is_ascii()) {
+        for c in non_ascii_chars(text) {
             chars += 1;
             non_ascii += 1;
             if c.is_alphabetic() {
@@ -276,6 +274,27 @@ fn char_classes(text: &str, ascii: &[u64; 7], s: &mut Signals) {
     let (best, count) =
         script_counts.iter().enumerate().max_by_key(|&(i, &n)| (n, std::cmp::Reverse(i))).expect("nine scripts");
     s.script = if *count == 0 { Script::Other } else { SCRIPTS[best] };
+}
+
+/// The characters of `text` outside ASCII, skipping ASCII runs 8 bytes at a time instead of
+/// decoding every character.
+fn non_ascii_chars(text: &str) -> impl Iterator<Item = char> + '_ {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while let Some(eight) = bytes.get(i..i + 8)
+            && u64::from_le_bytes(eight.try_into().expect("8 bytes")) & HIGH == 0
+        {
+            i += 8;
+        }
+        while bytes.get(i).is_some_and(u8::is_ascii) {
+            i += 1;
+        }
+        let c = text[i..].chars().next()?;
+        i += c.len_utf8();
+        Some(c)
+    })
 }
 
 const SCRIPTS: [Script; 9] = [
@@ -333,7 +352,7 @@ fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
         let class = BYTE_CLASS[usize::from(b)];
         if class == SEPARATOR {
             if classes != 0 {
-                words.push(&text[start..i], classes, scratch);
+                words.push(&text[start..i], token_hash(bytes, start, i), classes, scratch);
                 classes = 0;
             }
             start = i + 1;
@@ -342,7 +361,7 @@ fn words(text: &str, s: &mut Signals, scratch: &mut Scratch) {
         }
     }
     if classes != 0 {
-        words.push(&text[start..], classes, scratch);
+        words.push(&text[start..], token_hash(bytes, start, bytes.len()), classes, scratch);
     }
     let class_counts = class_counts(bytes);
     char_classes(text, &class_counts, s);
@@ -403,8 +422,8 @@ struct WordCounts {
 }
 
 impl WordCounts {
-    /// One token, with the union of its bytes' classes (bit `1 << class`).
-    fn push(&mut self, token: &str, classes: u8, scratch: &mut Scratch) {
+    /// One token, with its [`token_hash`] and the union of its bytes' classes (bit `1 << class`).
+    fn push(&mut self, token: &str, hash: u64, classes: u8, scratch: &mut Scratch) {
         let bytes = token.as_bytes();
         let (mut alpha, mut digit) = (classes & (1 << LOWER | 1 << UPPER) != 0, classes & (1 << DIGIT) != 0);
         let n_chars = if classes & (1 << NON_ASCII) != 0 {
@@ -418,7 +437,7 @@ impl WordCounts {
         } as u32;
         self.tokens += 1;
         self.alpha_tokens += u64::from(alpha);
-        scratch.word_hashes.push(hash_bytes(bytes));
+        scratch.word_hashes.push(hash);
         scratch.word_chars.push(n_chars);
         if alpha || digit {
             self.words += 1;
@@ -432,6 +451,27 @@ impl WordCounts {
             }
         }
     }
+}
+
+/// The identity of the token `text[start..end]` for the repetition statistics. Tokens under 8
+/// bytes (most words) are packed with their length into a `u64` and spread by a bijection, so
+/// two of them never collide and no hash function runs; longer ones take xxh3.
+fn token_hash(text: &[u8], start: usize, end: usize) -> u64 {
+    let len = end - start;
+    if len >= 8 {
+        return hash_bytes(&text[start..end]);
+    }
+    let packed = match text.get(start..start + 8) {
+        Some(eight) => u64::from_le_bytes(eight.try_into().expect("8 bytes")) & ((1u64 << (8 * len)) - 1),
+        None => text[start..end].iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+    };
+    // MurmurHash3's 64-bit finalizer: invertible, and every input bit reaches every output bit.
+    let mut x = packed | (len as u64) << 56;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ x >> 33
 }
 
 fn trim_ascii_punctuation(mut bytes: &[u8]) -> &[u8] {
@@ -552,83 +592,75 @@ fn paragraphs(text: &str, s: &mut Signals, scratch: &mut Scratch) {
 /// n-gram hashes built incrementally: the hash of an n-gram at `i` mixes the (n-1)-gram's
 /// hash at `i` with word `i + n - 1`.
 ///
-/// An n-gram can only repeat where its leading (n-1)-gram does, so each n from 3 to 5 counts
-/// only the positions where the (n-1)-gram repeated; a gram counted nowhere occurs once. After
-/// the 5-grams, the greedy scans for n = 5..10 touch the set only where the 5-gram repeats:
-/// on typical text that skips most of the nine passes Gopher's definitions imply.
+/// An n-gram can only repeat where its leading (n-1)-gram does, so only the 2-grams are
+/// counted at every position: each later n hashes and counts only the positions where the
+/// (n-1)-gram repeated, and the greedy scans for n = 5..10 visit only the positions where the
+/// 5-gram repeats. On typical text that is a small fraction of the words, so the nine passes
+/// Gopher's definitions imply cost little more than the first.
 fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
     let words = &scratch.word_hashes;
     let chars = &scratch.word_chars;
     let total = s.chars;
-    let grams = &mut scratch.gram_hashes;
     let span_chars = |i: usize, n: usize| chars[i..i + n].iter().map(|&c| u64::from(c)).sum::<u64>();
-    grams.clear();
-    grams.extend_from_slice(words);
     let counts = &mut scratch.counts;
-    // Positions whose (n-1)-gram occurs more than once, ascending.
+    // Positions whose (n-1)-gram occurs more than once (every position before the 2-grams),
+    // ascending, and the hash of the gram at each: the (n-1)-gram's, then the n-gram's.
     let positions = &mut scratch.positions;
+    let grams = &mut scratch.gram_hashes;
     // The count table's slot of the n-gram at each of `positions`.
     let slots = &mut scratch.slots;
-    let repeated5 = &mut scratch.repeated;
+    positions.clear();
+    positions.extend(0..words.len() as u32);
+    grams.clear();
+    grams.extend_from_slice(words);
     for n in 2..=10usize {
         if words.len() < n {
             break;
         }
+        // The last (n-1)-gram has no n-gram.
         let windows = words.len() - n + 1;
-        for i in 0..windows {
-            grams[i] = mix(grams[i], words[i + n - 1]);
+        let kept = positions.partition_point(|&i| (i as usize) < windows);
+        positions.truncate(kept);
+        grams.truncate(kept);
+        for (gram, &i) in grams.iter_mut().zip(positions.iter()) {
+            *gram = mix(*gram, words[i as usize + n - 1]);
         }
-        grams.truncate(windows);
         if n <= 5 {
-            if n == 2 {
-                positions.clear();
-                positions.extend(0..windows as u32);
-            } else {
-                // The last (n-1)-gram has no n-gram.
-                positions.truncate(positions.partition_point(|&i| (i as usize) < windows));
-            }
             counts.reset(positions.len());
             slots.clear();
-            slots.extend(positions.iter().map(|&i| counts.increment(grams[i as usize]) as u32));
-            let max = slots.iter().map(|&slot| counts.count(slot as usize)).max().unwrap_or(1);
-            if n <= 4 {
-                // Most frequent n-gram: its characters (words plus separating spaces) × its
-                // count. Ties go to the earliest first occurrence, as Python's
-                // `Counter.most_common` in datatrove; when every n-gram is unique, that is the first.
-                let i = if max == 1 {
-                    0
-                } else {
-                    let k = slots
-                        .iter()
-                        .position(|&slot| counts.count(slot as usize) == max)
-                        .expect("a gram has the max count");
-                    positions[k] as usize
-                };
-                s.top_ngram_frac[n - 2] = frac((span_chars(i, n) + (n as u64 - 1)) * u64::from(max), total);
+            slots.extend(grams.iter().map(|&gram| counts.increment(gram) as u32));
+            // Keep the positions whose n-gram repeats, and find the most frequent n-gram. Ties
+            // go to the earliest first occurrence, as Python's `Counter.most_common` in
+            // datatrove; when every n-gram is unique, that is the first.
+            let (mut kept, mut max, mut first) = (0, 1, 0);
+            for k in 0..slots.len() {
+                let count = counts.count(slots[k] as usize);
+                if count > 1 {
+                    if count > max {
+                        (max, first) = (count, positions[k] as usize);
+                    }
+                    positions[kept] = positions[k];
+                    grams[kept] = grams[k];
+                    kept += 1;
+                }
             }
-            let mut k = 0;
-            positions.retain(|_| {
-                k += 1;
-                counts.count(slots[k - 1] as usize) > 1
-            });
+            positions.truncate(kept);
+            grams.truncate(kept);
             if n <= 4 {
+                // Its characters (words plus separating spaces) × its count.
+                s.top_ngram_frac[n - 2] = frac((span_chars(first, n) + (n as u64 - 1)) * u64::from(max), total);
                 continue;
             }
-            repeated5.clear();
-            repeated5.resize(windows, false);
-            for &i in positions.iter() {
-                repeated5[i as usize] = true;
-            }
         }
-        // Greedy scan: a repeated n-gram counts its characters and skips past itself.
+        // Greedy scan: a repeated n-gram counts its characters and skips past itself. Positions
+        // whose 5-gram occurs once cannot start a repeated n-gram, so only `positions` are visited.
         scratch.seen.clear();
-        let (mut repeated, mut i) = (0u64, 0usize);
-        while i < windows {
-            if !repeated5[i] || scratch.seen.insert(grams[i]) {
-                i += 1;
-            } else {
+        let (mut repeated, mut next) = (0u64, 0usize);
+        for (&i, &gram) in positions.iter().zip(grams.iter()) {
+            let i = i as usize;
+            if i >= next && !scratch.seen.insert(gram) {
                 repeated += span_chars(i, n);
-                i += n;
+                next = i + n;
             }
         }
         s.dup_ngram_frac[n - 5] = frac(repeated, total);
