@@ -9,10 +9,13 @@ use arrow_array::builder::{LargeStringBuilder, StringBuilder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
 
 use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
@@ -24,6 +27,11 @@ pub const KEPT_FORMAT_VERSION: u32 = 1;
 /// Flush a batch when it holds this many documents or bytes of text.
 const BATCH_DOCS: usize = 1024;
 const BATCH_BYTES: usize = 32 << 20;
+/// Rows per row group.
+const ROW_GROUP_ROWS: usize = 8192;
+/// Encode the full row groups waiting once their batches hold this much memory, even when
+/// there are fewer than threads.
+const WAITING_BYTES: usize = 256 << 20;
 
 /// Arrow schema of a kept file.
 pub fn schema() -> Schema {
@@ -37,12 +45,104 @@ pub fn schema() -> Schema {
     ])
 }
 
+/// One domain's file. Batches are cut into row groups exactly as `ArrowWriter` cuts them, and
+/// full row groups are compressed in parallel (one per thread) and appended in order, so the
+/// bytes are `ArrowWriter`'s whatever the thread count.
 struct DomainWriter {
-    writer: ArrowWriter<AtomicFile>,
-    pending: Vec<(u64, Option<String>, usize, String)>,
+    file: SerializedFileWriter<AtomicFile>,
+    factory: ArrowRowGroupWriterFactory,
+    pending: Vec<Pending>,
     pending_bytes: usize,
+    /// The batches of the row group being filled, and its rows.
+    group: Vec<RecordBatch>,
+    group_rows: usize,
+    /// Full row groups waiting to be encoded, in file order, and their batches' memory.
+    full: Vec<Vec<RecordBatch>>,
+    full_bytes: usize,
+    /// Row groups appended so far.
+    groups_written: usize,
     path: PathBuf,
     domain: String,
+}
+
+impl DomainWriter {
+    fn parquet_error(&self, source: parquet::errors::ParquetError) -> Error {
+        Error::Parquet { path: self.path.clone(), source }
+    }
+
+    /// Adds a batch to the row group being filled, starting a new one at every
+    /// [`ROW_GROUP_ROWS`] rows.
+    fn add(&mut self, mut batch: RecordBatch, schema: &SchemaRef) -> Result<()> {
+        while batch.num_rows() > 0 {
+            let fits = (ROW_GROUP_ROWS - self.group_rows).min(batch.num_rows());
+            let rest = batch.slice(fits, batch.num_rows() - fits);
+            if fits < batch.num_rows() {
+                batch = batch.slice(0, fits);
+            }
+            self.full_bytes += batch.get_array_memory_size();
+            self.group.push(batch);
+            self.group_rows += fits;
+            if self.group_rows == ROW_GROUP_ROWS {
+                self.end_group();
+            }
+            batch = rest;
+        }
+        if self.full.len() >= rayon::current_num_threads() || self.full_bytes >= WAITING_BYTES {
+            self.encode_full(schema)?;
+        }
+        Ok(())
+    }
+
+    fn end_group(&mut self) {
+        if self.group_rows > 0 {
+            self.full.push(std::mem::take(&mut self.group));
+            self.group_rows = 0;
+        }
+    }
+
+    /// Encodes the waiting row groups, in parallel, and appends them in order.
+    fn encode_full(&mut self, schema: &SchemaRef) -> Result<()> {
+        let groups = std::mem::take(&mut self.full);
+        self.full_bytes = 0;
+        let first = self.groups_written;
+        let factory = &self.factory;
+        let encoded: Vec<Vec<ArrowColumnChunk>> = groups
+            .par_iter()
+            .enumerate()
+            .map(|(k, batches)| encode_group(factory, schema, first + k, batches))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.parquet_error(e))?;
+        for chunks in encoded {
+            let appended = self.file.next_row_group().and_then(|mut row_group| {
+                for chunk in chunks {
+                    chunk.append_to_row_group(&mut row_group)?;
+                }
+                row_group.close().map(drop)
+            });
+            appended.map_err(|e| self.parquet_error(e))?;
+            self.groups_written += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One row group's column chunks, encoded and compressed.
+fn encode_group(
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &SchemaRef,
+    index: usize,
+    batches: &[RecordBatch],
+) -> parquet::errors::Result<Vec<ArrowColumnChunk>> {
+    let mut writers = factory.create_column_writers(index)?;
+    for batch in batches {
+        let mut leaves_writers = writers.iter_mut();
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                leaves_writers.next().expect("a writer per leaf column").write(&leaf)?;
+            }
+        }
+    }
+    writers.into_iter().map(|writer| writer.close()).collect()
 }
 
 /// Writes kept documents per domain; files appear atomically on [`KeptWriter::finish`].
@@ -78,21 +178,23 @@ impl KeptWriter {
     fn open(&self, domain: &str) -> Result<Box<DomainWriter>> {
         let path = self.dir.join(format!("{domain}.parquet"));
         let file = AtomicFile::create(&path)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
-            .set_max_row_group_row_count(Some(8192))
-            // Texts are all distinct and long: a dictionary only hashes every one before falling
-            // back to plain pages, and min/max statistics only compare them.
-            .set_column_dictionary_enabled(ColumnPath::from("text"), false)
-            .set_column_statistics_enabled(ColumnPath::from("text"), EnabledStatistics::None)
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                "mixforge.format_version".into(),
-                KEPT_FORMAT_VERSION.to_string(),
-            )]))
-            .build();
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props))
+        // `ArrowWriter` sets up the file (schema, Arrow metadata); its parts encode the row groups.
+        let (file, factory) = ArrowWriter::try_new(file, self.schema.clone(), Some(properties()))
+            .and_then(ArrowWriter::into_serialized_writer)
             .map_err(|source| Error::Parquet { path: path.clone(), source })?;
-        Ok(Box::new(DomainWriter { writer, pending: Vec::new(), pending_bytes: 0, path, domain: domain.to_string() }))
+        Ok(Box::new(DomainWriter {
+            file,
+            factory,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            group: Vec::new(),
+            group_rows: 0,
+            full: Vec::new(),
+            full_bytes: 0,
+            groups_written: 0,
+            path,
+            domain: domain.to_string(),
+        }))
     }
 
     /// Flushes and commits every file; returns the paths written, by domain.
@@ -100,9 +202,11 @@ impl KeptWriter {
         let mut written = BTreeMap::new();
         for (domain, mut w) in std::mem::take(&mut self.writers) {
             flush(&mut w, &self.schema, &self.source_names)?;
-            let DomainWriter { writer, path, .. } = *w;
+            w.end_group();
+            w.encode_full(&self.schema)?;
+            let DomainWriter { file, path, .. } = *w;
             // `into_inner` writes the footer and hands back the file to commit.
-            let file = writer.into_inner().map_err(|source| Error::Parquet { path: path.clone(), source })?;
+            let file = file.into_inner().map_err(|source| Error::Parquet { path: path.clone(), source })?;
             file.commit()?;
             written.insert(domain, path);
         }
@@ -110,24 +214,56 @@ impl KeptWriter {
     }
 }
 
+/// Writer properties of every kept file.
+fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Texts are all distinct and long: a dictionary only hashes every one before falling
+        // back to plain pages, and min/max statistics only compare them.
+        .set_column_dictionary_enabled(ColumnPath::from("text"), false)
+        .set_column_statistics_enabled(ColumnPath::from("text"), EnabledStatistics::None)
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "mixforge.format_version".into(),
+            KEPT_FORMAT_VERSION.to_string(),
+        )]))
+        .build()
+}
+
+/// A pending document: id, the record's own id, source index, text.
+type Pending = (u64, Option<String>, usize, String);
+
 fn flush(w: &mut DomainWriter, schema: &SchemaRef, source_names: &[String]) -> Result<()> {
     if w.pending.is_empty() {
         return Ok(());
     }
-    let n = w.pending.len();
+    let pending = std::mem::take(&mut w.pending);
+    let batch =
+        to_batch(pending, w.pending_bytes, &w.domain, schema, source_names).map_err(|e| w.parquet_error(e.into()))?;
+    w.pending_bytes = 0;
+    w.add(batch, schema)
+}
+
+fn to_batch(
+    pending: Vec<Pending>,
+    text_bytes: usize,
+    domain: &str,
+    schema: &SchemaRef,
+    source_names: &[String],
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let n = pending.len();
     let mut ids = UInt64Builder::with_capacity(n);
     let mut source_ids = StringBuilder::new();
     let mut sources = StringBuilder::new();
     let mut domains = StringBuilder::new();
-    let mut texts = LargeStringBuilder::with_capacity(n, w.pending_bytes);
-    for (id, source_id, source, text) in w.pending.drain(..) {
+    let mut texts = LargeStringBuilder::with_capacity(n, text_bytes);
+    for (id, source_id, source, text) in pending {
         ids.append_value(id);
         source_ids.append_option(source_id);
         sources.append_value(&source_names[source]);
-        domains.append_value(&w.domain);
+        domains.append_value(domain);
         texts.append_value(text);
     }
-    w.pending_bytes = 0;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(ids.finish()),
         Arc::new(source_ids.finish()),
@@ -135,9 +271,7 @@ fn flush(w: &mut DomainWriter, schema: &SchemaRef, source_names: &[String]) -> R
         Arc::new(domains.finish()),
         Arc::new(texts.finish()),
     ];
-    let err = |source| Error::Parquet { path: w.path.clone(), source };
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| err(e.into()))?;
-    w.writer.write(&batch).map_err(err)
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// One batch of a kept file, as owned values.
@@ -270,5 +404,50 @@ fn cell_id(column: &ArrayRef, i: usize) -> std::result::Result<u64, String> {
         DataType::Int64 => signed(column.as_primitive::<Int64Type>().value(i)),
         DataType::Int32 => signed(i64::from(column.as_primitive::<Int32Type>().value(i))),
         other => Err(format!("Arrow type {other}, expected an integer type")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{DocId, FileIdx, SourceIdx};
+
+    /// 20,000 documents of 1 to 97 words: three row groups and a partial one.
+    fn documents() -> impl Iterator<Item = Document> {
+        (0..20_000u32).map(|row| Document {
+            id: DocId::new(FileIdx(0), row),
+            source: SourceIdx(0),
+            source_id: (row % 3 == 0).then(|| row.to_string()),
+            text: format!("{}{row}", "word ".repeat(row as usize % 97 + 1)),
+        })
+    }
+
+    #[test]
+    fn row_groups_encoded_in_parallel_are_arrow_writers_bytes() {
+        let schema: SchemaRef = Arc::new(schema());
+        let names = vec!["src".to_string()];
+        let mut reference = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties())).unwrap();
+        let all: Vec<Document> = documents().collect();
+        for chunk in all.chunks(BATCH_DOCS) {
+            let pending: Vec<Pending> =
+                chunk.iter().map(|d| (d.id.get(), d.source_id.clone(), 0, d.text.clone())).collect();
+            let bytes = pending.iter().map(|p| p.3.len()).sum();
+            reference.write(&to_batch(pending, bytes, "web", &schema, &names).unwrap()).unwrap();
+        }
+        let reference = reference.into_inner().unwrap();
+        for threads in [1, 3] {
+            let dir = std::env::temp_dir().join(format!("mixforge-kept-{}-{threads}", std::process::id()));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut writer = KeptWriter::new(&dir, names.clone()).unwrap();
+                for doc in documents() {
+                    writer.push("web", doc).unwrap();
+                }
+                writer.finish().unwrap();
+            });
+            let written = std::fs::read(dir.join("web.parquet")).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            assert!(written == reference, "{threads} threads: kept file differs from ArrowWriter's");
+        }
     }
 }
