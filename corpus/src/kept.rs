@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{LargeStringBuilder, StringBuilder, UInt64Builder};
+use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -27,11 +28,14 @@ pub const KEPT_FORMAT_VERSION: u32 = 1;
 /// Flush a batch when it holds this many documents or bytes of text.
 const BATCH_DOCS: usize = 1024;
 const BATCH_BYTES: usize = 32 << 20;
-/// Rows per row group.
+/// Rows per row group, as `ArrowWriter` cuts them.
 const ROW_GROUP_ROWS: usize = 8192;
-/// Encode the full row groups waiting once their batches hold this much memory, even when
-/// there are fewer than threads.
-const WAITING_BYTES: usize = 256 << 20;
+/// A row group also ends once its batches hold this much text: row groups are held
+/// uncompressed until they are full, and 8,192 long documents would be gigabytes.
+const ROW_GROUP_TEXT_BYTES: usize = 64 << 20;
+/// Full row groups wait to be compressed together, one per thread, until there are as many
+/// as threads or their text reaches this.
+const WAITING_TEXT_BYTES: usize = 256 << 20;
 
 /// Arrow schema of a kept file.
 pub fn schema() -> Schema {
@@ -45,18 +49,20 @@ pub fn schema() -> Schema {
     ])
 }
 
-/// One domain's file. Batches are cut into row groups exactly as `ArrowWriter` cuts them, and
-/// full row groups are compressed in parallel (one per thread) and appended in order, so the
-/// bytes are `ArrowWriter`'s whatever the thread count.
+/// One domain's file. Batches are cut into row groups as `ArrowWriter` cuts them (and at
+/// [`ROW_GROUP_TEXT_BYTES`]), and full row groups are compressed in parallel (one per thread)
+/// and appended in order, so the bytes do not depend on the thread count; below the text
+/// limit they are `ArrowWriter`'s.
 struct DomainWriter {
     file: SerializedFileWriter<AtomicFile>,
     factory: ArrowRowGroupWriterFactory,
     pending: Vec<Pending>,
     pending_bytes: usize,
-    /// The batches of the row group being filled, and its rows.
+    /// The batches of the row group being filled, its rows and its text bytes.
     group: Vec<RecordBatch>,
     group_rows: usize,
-    /// Full row groups waiting to be encoded, in file order, and their batches' memory.
+    group_bytes: usize,
+    /// Full row groups waiting to be encoded, in file order, and their text bytes.
     full: Vec<Vec<RecordBatch>>,
     full_bytes: usize,
     /// Row groups appended so far.
@@ -70,8 +76,8 @@ impl DomainWriter {
         Error::Parquet { path: self.path.clone(), source }
     }
 
-    /// Adds a batch to the row group being filled, starting a new one at every
-    /// [`ROW_GROUP_ROWS`] rows.
+    /// Adds a batch to the row group being filled, which ends at [`ROW_GROUP_ROWS`] rows (the
+    /// batch split there) or once it holds [`ROW_GROUP_TEXT_BYTES`] of text.
     fn add(&mut self, mut batch: RecordBatch, schema: &SchemaRef) -> Result<()> {
         while batch.num_rows() > 0 {
             let fits = (ROW_GROUP_ROWS - self.group_rows).min(batch.num_rows());
@@ -79,15 +85,15 @@ impl DomainWriter {
             if fits < batch.num_rows() {
                 batch = batch.slice(0, fits);
             }
-            self.full_bytes += batch.get_array_memory_size();
+            self.group_bytes += text_bytes(&batch);
             self.group.push(batch);
             self.group_rows += fits;
-            if self.group_rows == ROW_GROUP_ROWS {
+            if self.group_rows == ROW_GROUP_ROWS || self.group_bytes >= ROW_GROUP_TEXT_BYTES {
                 self.end_group();
             }
             batch = rest;
         }
-        if self.full.len() >= rayon::current_num_threads() || self.full_bytes >= WAITING_BYTES {
+        if self.full.len() >= rayon::current_num_threads() || self.full_bytes >= WAITING_TEXT_BYTES {
             self.encode_full(schema)?;
         }
         Ok(())
@@ -96,7 +102,8 @@ impl DomainWriter {
     fn end_group(&mut self) {
         if self.group_rows > 0 {
             self.full.push(std::mem::take(&mut self.group));
-            self.group_rows = 0;
+            self.full_bytes += self.group_bytes;
+            (self.group_rows, self.group_bytes) = (0, 0);
         }
     }
 
@@ -124,6 +131,13 @@ impl DomainWriter {
         }
         Ok(())
     }
+}
+
+/// Bytes of text in `batch` (a slice counts only its own rows).
+fn text_bytes(batch: &RecordBatch) -> usize {
+    let texts = batch.column_by_name("text").expect("kept batches have a text column").as_string::<i64>();
+    let offsets = texts.value_offsets();
+    usize::try_from(offsets[offsets.len() - 1] - offsets[0]).expect("offsets ascend")
 }
 
 /// One row group's column chunks, encoded and compressed.
@@ -189,6 +203,7 @@ impl KeptWriter {
             pending_bytes: 0,
             group: Vec::new(),
             group_rows: 0,
+            group_bytes: 0,
             full: Vec::new(),
             full_bytes: 0,
             groups_written: 0,
@@ -237,16 +252,16 @@ fn flush(w: &mut DomainWriter, schema: &SchemaRef, source_names: &[String]) -> R
     if w.pending.is_empty() {
         return Ok(());
     }
-    let pending = std::mem::take(&mut w.pending);
-    let batch =
-        to_batch(pending, w.pending_bytes, &w.domain, schema, source_names).map_err(|e| w.parquet_error(e.into()))?;
+    let batch = to_batch(w.pending.drain(..), w.pending_bytes, &w.domain, schema, source_names);
     w.pending_bytes = 0;
+    let batch = batch.map_err(|e| w.parquet_error(e.into()))?;
     w.add(batch, schema)
 }
 
+/// A record batch of `pending` documents, with `text_capacity` bytes of text.
 fn to_batch(
-    pending: Vec<Pending>,
-    text_bytes: usize,
+    pending: impl ExactSizeIterator<Item = Pending>,
+    text_capacity: usize,
     domain: &str,
     schema: &SchemaRef,
     source_names: &[String],
@@ -256,7 +271,7 @@ fn to_batch(
     let mut source_ids = StringBuilder::new();
     let mut sources = StringBuilder::new();
     let mut domains = StringBuilder::new();
-    let mut texts = LargeStringBuilder::with_capacity(n, text_bytes);
+    let mut texts = LargeStringBuilder::with_capacity(n, text_capacity);
     for (id, source_id, source, text) in pending {
         ids.append_value(id);
         source_ids.append_option(source_id);
@@ -411,43 +426,97 @@ fn cell_id(column: &ArrayRef, i: usize) -> std::result::Result<u64, String> {
 mod tests {
     use super::*;
     use crate::ids::{DocId, FileIdx, SourceIdx};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
 
-    /// 20,000 documents of 1 to 97 words: three row groups and a partial one.
-    fn documents() -> impl Iterator<Item = Document> {
-        (0..20_000u32).map(|row| Document {
-            id: DocId::new(FileIdx(0), row),
-            source: SourceIdx(0),
-            source_id: (row % 3 == 0).then(|| row.to_string()),
-            text: format!("{}{row}", "word ".repeat(row as usize % 97 + 1)),
-        })
+    /// Documents of the given text lengths, in order.
+    fn documents(lengths: &[usize]) -> Vec<Document> {
+        lengths
+            .iter()
+            .enumerate()
+            .map(|(row, &len)| Document {
+                id: DocId::new(FileIdx(0), row as u32),
+                source: SourceIdx(0),
+                source_id: (row % 3 == 0).then(|| row.to_string()),
+                text: format!("{row} {}", "word ".repeat(len / 5)),
+            })
+            .collect()
+    }
+
+    /// A fresh path under the temp folder (tests run concurrently).
+    fn temp_path(what: &str) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::env::temp_dir().join(format!("mixforge-kept-{}-{n}-{what}", std::process::id()))
+    }
+
+    /// The kept file of `docs` written on `threads` threads.
+    fn kept_file(docs: &[Document], threads: usize) -> Vec<u8> {
+        let dir = temp_path("kept");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut writer = KeptWriter::new(&dir, vec!["src".into()]).unwrap();
+            for doc in docs {
+                writer.push("web", doc.clone()).unwrap();
+            }
+            writer.finish().unwrap();
+        });
+        let bytes = std::fs::read(dir.join("web.parquet")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        bytes
+    }
+
+    /// The rows of each row group of a Parquet file.
+    fn row_group_rows(file: &[u8]) -> Vec<i64> {
+        let path = temp_path("groups.parquet");
+        std::fs::write(&path, file).unwrap();
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let rows = reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
+        std::fs::remove_file(&path).unwrap();
+        rows
+    }
+
+    /// `ArrowWriter` fed the batches `KeptWriter::push` makes.
+    fn arrow_writers_file(docs: &[Document]) -> Vec<u8> {
+        let schema: SchemaRef = Arc::new(schema());
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties())).unwrap();
+        let (mut pending, mut bytes) = (Vec::new(), 0);
+        for (k, doc) in docs.iter().enumerate() {
+            bytes += doc.text.len();
+            pending.push((doc.id.get(), doc.source_id.clone(), 0, doc.text.clone()));
+            if pending.len() >= BATCH_DOCS || bytes >= BATCH_BYTES || k + 1 == docs.len() {
+                let batch = to_batch(pending.drain(..), bytes, "web", &schema, &["src".to_string()]).unwrap();
+                writer.write(&batch).unwrap();
+                bytes = 0;
+            }
+        }
+        writer.into_inner().unwrap()
     }
 
     #[test]
     fn row_groups_encoded_in_parallel_are_arrow_writers_bytes() {
-        let schema: SchemaRef = Arc::new(schema());
-        let names = vec!["src".to_string()];
-        let mut reference = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties())).unwrap();
-        let all: Vec<Document> = documents().collect();
-        for chunk in all.chunks(BATCH_DOCS) {
-            let pending: Vec<Pending> =
-                chunk.iter().map(|d| (d.id.get(), d.source_id.clone(), 0, d.text.clone())).collect();
-            let bytes = pending.iter().map(|p| p.3.len()).sum();
-            reference.write(&to_batch(pending, bytes, "web", &schema, &names).unwrap()).unwrap();
-        }
-        let reference = reference.into_inner().unwrap();
+        // 20,000 short documents: two full row groups and a partial one.
+        let docs = documents(&(0..20_000).map(|row| row % 485).collect::<Vec<_>>());
+        let reference = arrow_writers_file(&docs);
         for threads in [1, 3] {
-            let dir = std::env::temp_dir().join(format!("mixforge-kept-{}-{threads}", std::process::id()));
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                let mut writer = KeptWriter::new(&dir, names.clone()).unwrap();
-                for doc in documents() {
-                    writer.push("web", doc).unwrap();
-                }
-                writer.finish().unwrap();
-            });
-            let written = std::fs::read(dir.join("web.parquet")).unwrap();
-            std::fs::remove_dir_all(&dir).unwrap();
-            assert!(written == reference, "{threads} threads: kept file differs from ArrowWriter's");
+            assert!(kept_file(&docs, threads) == reference, "{threads} threads: kept file differs from ArrowWriter's");
         }
+        // 32 documents of 1 MiB flush a batch early, so a later batch of 1,024 crosses the
+        // row-group boundary and is split there.
+        let lengths: Vec<usize> = [vec![10; 100], vec![1 << 20; 32], vec![10; 9_000]].concat();
+        let docs = documents(&lengths);
+        let reference = arrow_writers_file(&docs);
+        assert_eq!(row_group_rows(&reference), [8192, 940]);
+        for threads in [1, 3] {
+            assert!(kept_file(&docs, threads) == reference, "{threads} threads: kept file differs from ArrowWriter's");
+        }
+    }
+
+    #[test]
+    fn long_documents_end_row_groups_by_text() {
+        let docs = documents(&[1 << 20; 100]);
+        let file = kept_file(&docs, 1);
+        assert!(kept_file(&docs, 3) == file, "the row groups depend on the thread count");
+        // 64 MiB of text ends a group: a batch of 32 documents at a time, so 64 then 36.
+        assert_eq!(row_group_rows(&file), [64, 36]);
     }
 }

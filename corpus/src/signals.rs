@@ -619,9 +619,9 @@ fn ngram_repetition(s: &mut Signals, scratch: &mut Scratch) {
         }
         // The last (n-1)-gram has no n-gram.
         let windows = words.len() - n + 1;
-        let kept = positions.partition_point(|&i| (i as usize) < windows);
-        positions.truncate(kept);
-        grams.truncate(kept);
+        let with_ngram = positions.partition_point(|&i| (i as usize) < windows);
+        positions.truncate(with_ngram);
+        grams.truncate(with_ngram);
         for (gram, &i) in grams.iter_mut().zip(positions.iter()) {
             *gram = mix(*gram, words[i as usize + n - 1]);
         }

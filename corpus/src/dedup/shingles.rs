@@ -68,7 +68,8 @@ fn plain_ascii_lowercase(chunk: u64, prev_space: bool) -> Option<(u64, bool)> {
     // Every byte is below 0x80, so adding at most 0x7f per byte never carries into the next:
     // bit 7 of `x + (0x80 - k)` says whether that byte is at least `k`.
     let at_least = |k: u64| (chunk + (0x80 - k) * LANES) & HIGH;
-    // Tab, line feed, vertical tab, form feed, carriage return: 0x09..=0x0d.
+    // Tab, line feed, vertical tab, form feed, carriage return: 0x09..=0x0d. (Vertical tab is
+    // not whitespace here; the byte path handles it, only more slowly.)
     if at_least(0x09) & !at_least(0x0e) != 0 {
         return None;
     }
