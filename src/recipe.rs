@@ -24,7 +24,7 @@ pub struct Recipe {
     /// Decontamination against evaluation sets.
     #[serde(default)]
     pub decontam: Option<DecontamConfig>,
-    /// Documents per parallel batch.
+    /// Documents per parallel batch (a batch also ends at 64 MiB of records).
     #[serde(default)]
     pub batch_docs: Option<usize>,
     /// Tokenize the kept documents into shards after the corpus stages.

@@ -279,6 +279,21 @@ pub(crate) enum RawBody {
     Bad(RejectReason),
 }
 
+impl RawBody {
+    /// Bytes of record held in memory.
+    fn held_bytes(&self) -> usize {
+        match self {
+            RawBody::Json(bytes) | RawBody::Text(bytes) => bytes.len(),
+            RawBody::Ready { text, .. } => text.len(),
+            RawBody::Bad(_) => 0,
+        }
+    }
+}
+
+/// A batch also ends once its records hold this many bytes, so that a batch of long documents
+/// (books, whole source files) does not hold gigabytes.
+const BATCH_BYTES: usize = 64 << 20;
+
 /// How a source's records become documents.
 pub(crate) struct RecordSpec<'a> {
     pub template: Template,
@@ -353,18 +368,22 @@ fn parse(input: &InputFile, spec: &RecordSpec<'_>, raw: Raw) -> Item {
 /// Collects raw records into batches for [`read_file`]'s parallel parse.
 pub(crate) struct Batcher<'f> {
     pending: Vec<Raw>,
+    pending_bytes: usize,
     batch: usize,
     emit: &'f mut dyn FnMut(Vec<Raw>) -> Result<()>,
 }
 
 impl<'f> Batcher<'f> {
     pub fn new(batch: usize, emit: &'f mut dyn FnMut(Vec<Raw>) -> Result<()>) -> Batcher<'f> {
-        Batcher { pending: Vec::with_capacity(batch), batch, emit }
+        Batcher { pending: Vec::with_capacity(batch), pending_bytes: 0, batch, emit }
     }
 
+    /// Adds a record; emits the batch at `batch` records or [`BATCH_BYTES`].
     pub fn push(&mut self, raw: Raw) -> Result<()> {
+        self.pending_bytes += raw.body.held_bytes();
         self.pending.push(raw);
-        if self.pending.len() >= self.batch {
+        if self.pending.len() >= self.batch || self.pending_bytes >= BATCH_BYTES {
+            self.pending_bytes = 0;
             (self.emit)(std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch)))?;
         }
         Ok(())
@@ -384,4 +403,30 @@ pub(crate) fn row_index(row: u64, path: &Path) -> Result<u32> {
         path: path.to_path_buf(),
         reason: "more than 2^32 records in one file; split it".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_end_at_a_count_or_at_their_bytes() {
+        let mut sizes = Vec::new();
+        let mut emit = |batch: Vec<Raw>| {
+            sizes.push(batch.len());
+            Ok(())
+        };
+        let mut batcher = Batcher::new(4, &mut emit);
+        let raw = |len: usize| Raw { row: 0, line: 0, body: RawBody::Text(vec![b'x'; len]) };
+        // Five short records: a batch of 4, then one left.
+        for _ in 0..5 {
+            batcher.push(raw(10)).unwrap();
+        }
+        // Two records of half the byte limit end that batch at 3.
+        batcher.push(raw(BATCH_BYTES / 2)).unwrap();
+        batcher.push(raw(BATCH_BYTES / 2)).unwrap();
+        batcher.push(raw(10)).unwrap();
+        batcher.finish().unwrap();
+        assert_eq!(sizes, [4, 3, 1]);
+    }
 }
