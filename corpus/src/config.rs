@@ -318,7 +318,8 @@ pub struct PipelineConfig {
     /// Output directory (not part of a sharded run's recorded settings: each task names it).
     #[serde(skip)]
     pub out: PathBuf,
-    /// Documents per parallel batch; bounds memory held for text.
+    /// Documents per parallel batch (a batch also ends at 64 MiB of records); bounds memory
+    /// held for text.
     pub batch_docs: usize,
 }
 

@@ -50,7 +50,17 @@ pub(crate) fn read(
         wanted.push(spec.id_field);
     }
     let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().copied());
-    let reader = match builder.with_projection(mask).with_batch_size(batch.max(1)).build() {
+    // Arrow batches of about `BATCH_BYTES` of data at most (by the widest row group's
+    // uncompressed bytes per row), so long documents are not decoded `batch` at a time.
+    let widest_row = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| usize::try_from(g.total_byte_size() / g.num_rows().max(1)).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let rows = (super::BATCH_BYTES / widest_row.max(1)).clamp(1, batch.max(1));
+    let reader = match builder.with_projection(mask).with_batch_size(rows).build() {
         Ok(reader) => reader,
         Err(e) => {
             whole_file(&mut batcher, e.to_string())?;
