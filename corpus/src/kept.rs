@@ -65,8 +65,6 @@ struct DomainWriter {
     /// Full row groups waiting to be encoded, in file order, and their text bytes.
     full: Vec<Vec<RecordBatch>>,
     full_bytes: usize,
-    /// Row groups appended so far.
-    groups_written: usize,
     path: PathBuf,
     domain: String,
 }
@@ -111,7 +109,7 @@ impl DomainWriter {
     fn encode_full(&mut self, schema: &SchemaRef) -> Result<()> {
         let groups = std::mem::take(&mut self.full);
         self.full_bytes = 0;
-        let first = self.groups_written;
+        let first = self.file.flushed_row_groups().len();
         let factory = &self.factory;
         let encoded: Vec<Vec<ArrowColumnChunk>> = groups
             .par_iter()
@@ -127,7 +125,6 @@ impl DomainWriter {
                 row_group.close().map(drop)
             });
             appended.map_err(|e| self.parquet_error(e))?;
-            self.groups_written += 1;
         }
         Ok(())
     }
@@ -206,7 +203,6 @@ impl KeptWriter {
             group_bytes: 0,
             full: Vec::new(),
             full_bytes: 0,
-            groups_written: 0,
             path,
             domain: domain.to_string(),
         }))
