@@ -755,15 +755,28 @@ pub enum CorpusCommand {
     /// Example: for i in 0 1 2 3; do mixforge corpus run recipes/demo.toml --shard $i/4 --out runs/d; done
     ///          mixforge corpus reduce --out runs/d
     Reduce(ReduceArgs),
-    /// Run a corpus on a Slurm cluster: a job array for the first pass (one part per task,
-    /// --tasks of them), the reduce after it (--dependency=afterok), and when the recipe asks
-    /// for [shards] a job array that tokenizes them and a finish job (shards' manifest, and
-    /// the [search] index); logs per task.
+    /// After `corpus reduce --finish-by-shard`: write the kept documents task by task, then merge.
     ///
-    /// Writes OUT/parts/config.json and OUT/slurm/{map,reduce,tokens,finish}.sbatch, then
-    /// submits them with sbatch. Run it again after failures: only the map tasks whose part is
-    /// missing or stale are resubmitted, and tokens tasks reuse their finished chunks. --dry-run
-    /// prints the scripts and sbatch commands instead.
+    /// With --shard I/N, task I reads its input files again and writes its share of every kept
+    /// file (compressed) and its examples into OUT/kept-parts; a task already done for this
+    /// reduce does nothing. Without --shard, once every task is done, their shares become
+    /// kept/<domain>.parquet (the bytes `corpus reduce` alone writes), examples.jsonl and
+    /// manifest.json.
+    ///
+    /// Example: mixforge corpus reduce --out runs/d --finish-by-shard
+    ///          for i in 0 1 2 3; do mixforge corpus finish --out runs/d --shard $i/4; done
+    ///          mixforge corpus finish --out runs/d
+    Finish(FinishArgs),
+    /// Run a corpus on a Slurm cluster: a job array for the first pass (one part per task,
+    /// --tasks of them), the reduce after it (--dependency=afterok), a job array writing the
+    /// kept documents (each task its own files') and their merge, and when the recipe asks for
+    /// [shards] a job array that tokenizes them and a finish job (shards' manifest, and the
+    /// [search] index); logs per task.
+    ///
+    /// Writes OUT/parts/config.json and OUT/slurm/{map,reduce,kept,merge,tokens,finish}.sbatch,
+    /// then submits them with sbatch. Run it again after failures: only the map tasks whose part
+    /// is missing or stale are resubmitted, and kept and tokens tasks reuse their finished work.
+    /// --dry-run prints the scripts and sbatch commands instead.
     ///
     /// Example: mixforge corpus slurm recipes/demo.toml --tasks 4 --out /shared/runs/demo --partition cpu
     Slurm(SlurmArgs),
@@ -890,7 +903,8 @@ pub struct SlurmArgs {
     /// The corpus run: recipe, sources, --out (on storage every node sees) and stage flags.
     #[command(flatten)]
     pub run: RunArgs,
-    /// Tasks in the first pass's array; task I reads input files I, I+N, …
+    /// Tasks in each array (first pass, kept documents, tokens); task I reads the I-th of N
+    /// contiguous runs of the input files.
     #[arg(long)]
     pub tasks: u32,
     /// Slurm partition [default: the cluster's default].
@@ -899,8 +913,8 @@ pub struct SlurmArgs {
     /// CPUs per map task (each task's --threads).
     #[arg(long, default_value_t = 1)]
     pub cpus_per_task: u32,
-    /// CPUs of the reduce job (it verifies candidates and writes kept documents on all of
-    /// them) [default: --cpus-per-task].
+    /// CPUs of the one-node jobs: the reduce (it verifies candidates on all of them), the merge
+    /// and the last job [default: --cpus-per-task].
     #[arg(long)]
     pub reduce_cpus: Option<u32>,
     /// Memory of the reduce job, as sbatch --mem takes it (it holds every part's records:
@@ -925,8 +939,29 @@ pub struct ReduceArgs {
     /// The sharded run's directory (holding parts/).
     #[arg(long)]
     pub out: PathBuf,
-    /// Print manifest.json instead of the summary.
+    /// Leave the kept documents to N finish tasks (`corpus finish --out OUT --shard I/N`, each
+    /// writing its own files' share) and their merge (`corpus finish --out OUT`), instead of
+    /// writing them here; OUT has no manifest.json until the merge.
     #[arg(long)]
+    pub finish_by_shard: bool,
+    /// Print manifest.json instead of the summary.
+    #[arg(long, conflicts_with = "finish_by_shard")]
+    pub json: bool,
+}
+
+/// `mixforge corpus finish`.
+#[derive(Debug, Args)]
+pub struct FinishArgs {
+    /// The sharded run's directory (reduced with --finish-by-shard).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write task I's share of the kept files (its own input files, read again) into
+    /// OUT/kept-parts; without it, merge every task's share into kept/ and write the manifest.
+    /// In a Slurm array: --shard ${SLURM_ARRAY_TASK_ID}/N.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Print manifest.json instead of the summary (the merge only).
+    #[arg(long, conflicts_with = "shard")]
     pub json: bool,
 }
 
@@ -945,7 +980,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Do one part of a sharded run: the first pass (read, profile, rules, dedup keys) over
-    /// input files I, I+N, I+2N, … into OUT/parts; `corpus reduce --out OUT` finishes once all N
+    /// the I-th of N contiguous runs of the input files into OUT/parts; `corpus reduce --out OUT` finishes once all N
     /// parts exist. In a Slurm array: --shard ${SLURM_ARRAY_TASK_ID}/N. Without a recipe or
     /// --source, the settings come from OUT/parts/config.json (as `corpus slurm` writes it).
     #[arg(long, value_name = "I/N")]

@@ -1,7 +1,8 @@
-//! Sharded corpus runs (`corpus run --shard I/N` then `corpus reduce`) equal the single-process
-//! run: kept documents, profile, summary, rejects, examples and shards byte for byte, the
-//! manifest but for timings, for N ∈ {1, 2, 4, 7}, on the demo corpus and on the whole shared
-//! corpus; token shards written by tasks (`corpus shard --shard I/N`) equal one process's;
+//! Sharded corpus runs (`corpus run --shard I/N` then `corpus reduce`, or `corpus reduce
+//! --finish-by-shard`, N `corpus finish --shard I/N` tasks and their merge) equal the
+//! single-process run: kept documents, profile, summary, rejects, examples and shards byte for
+//! byte, the manifest but for timings, for N ∈ {1, 2, 4, 7}, on the demo corpus and on the
+//! whole shared corpus; token shards written by tasks (`corpus shard --shard I/N`) equal one process's;
 //! duplicates across parts are found; bad parts are refused with what to do. Runs
 //! without a near-duplicate pass, which write kept documents in pass 1, equal the reduce's.
 
@@ -29,6 +30,30 @@ fn sharded(args: &[&str], out: &Path, n: u32) {
         assert!(stdout.starts_with(&format!("part {shard}: ")), "{stdout}");
     }
     ok(mixforge(&["corpus", "reduce", "--out", s(out)]), "corpus reduce");
+}
+
+/// The kept documents of a sharded run's parts written again by N finish tasks and merged.
+fn finish_by_shard(out: &Path, n: u32) {
+    let stdout = ok(mixforge(&["corpus", "reduce", "--out", s(out), "--finish-by-shard"]), "reduce --finish-by-shard");
+    assert!(stdout.contains("corpus finish --out"), "{stdout}");
+    assert!(!out.join("manifest.json").exists(), "no manifest before the merge");
+    let merge_early = mixforge(&["corpus", "finish", "--out", s(out)]);
+    let stderr = String::from_utf8_lossy(&merge_early.stderr);
+    assert!(
+        !merge_early.status.success() && stderr.contains(&format!("{n} of {n} finish tasks are missing")),
+        "{stderr}"
+    );
+    for i in 0..n {
+        let shard = format!("{i}/{n}");
+        let stdout =
+            ok(mixforge(&["corpus", "finish", "--out", s(out), "--shard", &shard]), &format!("finish {shard}"));
+        assert!(stdout.starts_with(&format!("finish {shard}: ")) && !stdout.contains("already done"), "{stdout}");
+    }
+    // A task run again for the same reduce reuses its share.
+    let stdout = ok(mixforge(&["corpus", "finish", "--out", s(out), "--shard", &format!("0/{n}")]), "finish again");
+    assert!(stdout.contains("already done"), "{stdout}");
+    ok(mixforge(&["corpus", "finish", "--out", s(out)]), "corpus finish (merge)");
+    assert!(!out.join("kept-parts").exists(), "the merge removes the tasks' shares");
 }
 
 fn manifest_without_timings(dir: &Path) -> serde_json::Value {
@@ -75,6 +100,8 @@ fn sharded_runs_equal_the_single_process_run_on_the_demo_corpus() {
         let dir = root.join(format!("n{n}"));
         sharded(&["recipes/demo.toml"], &dir, n);
         assert_same_run(&single, &dir, &format!("demo, N = {n}"));
+        finish_by_shard(&dir, n);
+        assert_same_run(&single, &dir, &format!("demo, N = {n}, finished by shard"));
     }
     // Shards follow from identical kept files: tokenized the same way, the same bytes, also
     // when three tasks tokenize every third chunk and a last run writes the manifest.
@@ -185,6 +212,8 @@ fn sharded_runs_equal_the_single_process_run_on_the_shared_corpus() {
         let dir = root.join(format!("n{n}"));
         sharded(&[s(&recipe)], &dir, n);
         assert_same_run(&single, &dir, &format!("shared corpus, N = {n}"));
+        finish_by_shard(&dir, n);
+        assert_same_run(&single, &dir, &format!("shared corpus, N = {n}, finished by shard"));
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -200,8 +229,7 @@ fn duplicates_and_rejects_across_parts_equal_one_process() {
     let near = base.replace("before dawn", "at dawn");
     let lines =
         |docs: &[&str]| docs.iter().map(|t| serde_json::json!({ "text": t }).to_string() + "\n").collect::<String>();
-    // Files a, b, c: with 2 shards, a and c are part 0 and b is part 1, so parts alone would list
-    // c's malformed records before b's.
+    // Files a, b, c: with 2 shards, a is part 0 and b and c are part 1.
     let bad = "{\"text\": 3}\nnot json\n";
     let a = lines(&[base, "A different document about ships and harbours at dusk."]) + bad;
     std::fs::write(root.join("a.jsonl"), a).unwrap();
@@ -217,6 +245,8 @@ fn duplicates_and_rejects_across_parts_equal_one_process() {
     let dir = root.join("n2");
     sharded(&["--source", &source], &dir, 2);
     assert_same_run(&single, &dir, "planted duplicates, N = 2");
+    finish_by_shard(&dir, 2);
+    assert_same_run(&single, &dir, "planted duplicates, N = 2, finished by shard");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -262,6 +292,21 @@ fn bad_parts_are_refused_with_what_to_do() {
     ok(mixforge(&["corpus", "run", "--source", &source, "--out", s(&dir), "--shard", "1/2"]), "part 1/2 again");
     let stdout = ok(mixforge(&["corpus", "reduce", "--out", s(&dir)]), "reduce");
     assert!(stdout.contains("documents: 2 in = 2 kept"), "{stdout}");
+    // The kept documents by shard: not before the reduce plans them, and not from inputs
+    // changed since.
+    fails(
+        mixforge(&["corpus", "finish", "--out", s(&dir), "--shard", "0/2"]),
+        &["no finish plan", "corpus reduce --out", "--finish-by-shard"],
+    );
+    ok(mixforge(&["corpus", "reduce", "--out", s(&dir), "--finish-by-shard"]), "reduce --finish-by-shard");
+    ok(mixforge(&["corpus", "finish", "--out", s(&dir), "--shard", "0/2"]), "finish 0/2");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&other, "{\"text\": \"and a second document, edited once more\"}\n").unwrap();
+    fails(
+        mixforge(&["corpus", "finish", "--out", s(&dir), "--shard", "1/2"]),
+        &["in2.jsonl", "changed", "rerun part 1/2, the reduce, then this task"],
+    );
+    fails(mixforge(&["corpus", "finish", "--out", s(&dir)]), &["1 of 2 finish tasks are missing", "shards 1"]);
     // A damaged part.
     let part = dir.join("parts/part-00000-of-00002.bin");
     let bytes = std::fs::read(&part).unwrap();

@@ -1,6 +1,6 @@
 //! `corpus slurm` through a real Slurm: the one-node cluster scripts/setup-slurm starts (the
-//! test command runs it). The demo corpus as a 4-task array and a reduce after it equals the
-//! single-process run; a lost part is resubmitted alone; a rerun while the last submission is
+//! test command runs it). The demo corpus as 4-task arrays (first pass, kept documents, tokens)
+//! with a reduce and a merge between them equals the single-process run; a lost part is resubmitted alone; a rerun while the last submission is
 //! queued is refused; `--dry-run` shows the scripts.
 
 use std::path::Path;
@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use crate::common::{mixforge, s, scratch};
 use crate::sharded_cli::{assert_same_files, assert_same_run, ok};
 
-/// Job ids named in `corpus slurm`'s output ("map array J", "reduce K", "tokens array L",
-/// "finish M").
+/// Job ids named in `corpus slurm`'s output ("map array J", "reduce K", "kept array L",
+/// "merge M", "tokens array N", "finish O").
 fn job_ids(stdout: &str) -> Vec<String> {
     let words: Vec<&str> = stdout.split_whitespace().collect();
     let mut ids: Vec<String> = words
         .windows(2)
-        .filter(|w| ["array", "reduce", "finish"].contains(&w[0]))
+        .filter(|w| ["array", "reduce", "merge", "finish"].contains(&w[0]))
         .filter_map(|w| w[1].parse::<u64>().ok().map(|j| j.to_string()))
         .collect();
     ids.dedup();
@@ -70,15 +70,18 @@ fn the_demo_corpus_through_sbatch_equals_the_single_process_run() {
     let stdout = ok(mixforge(&args), "corpus slurm");
     assert!(stdout.contains("(4 of 4 tasks: 0,1,2,3)"), "{stdout}");
     let jobs = job_ids(&stdout);
-    assert_eq!(jobs.len(), 4, "map and tokens arrays, a reduce and a finish: {stdout}");
+    assert_eq!(jobs.len(), 6, "map, kept and tokens arrays, a reduce, a merge and a finish: {stdout}");
     wait_for(&jobs, &run);
     assert_same_run(&single, &run, "sbatch, 4 tasks");
     // The recipe's [shards] as a tokens array and a finish job: the single run's shards.
     assert_same_files(&single.join("shards"), &run.join("shards"), "shards by 4 tokens tasks");
     assert!(run.join("index/meta.json").is_file(), "the finish job builds the [search] index");
+    assert!(!run.join("kept-parts").exists(), "the merge removes the kept tasks' shares");
     for task in 0..4 {
         let log = std::fs::read_to_string(run.join(format!("slurm/logs/map-{task}.log"))).unwrap();
         assert!(log.starts_with(&format!("part {task}/4: ")), "task {task}'s log: {log}");
+        let log = std::fs::read_to_string(run.join(format!("slurm/logs/kept-{task}.log"))).unwrap();
+        assert!(log.starts_with(&format!("finish {task}/4: ")), "kept task {task}'s log: {log}");
         let log = std::fs::read_to_string(run.join(format!("slurm/logs/tokens-{task}.log"))).unwrap();
         assert!(log.starts_with(&format!("shard task {task}/4: ")), "tokens task {task}'s log: {log}");
     }
@@ -120,14 +123,18 @@ fn dry_run_prints_the_scripts_and_submits_nothing() {
         "map-%a.log",
         "corpus run --out",
         "--shard \"${SLURM_ARRAY_TASK_ID}/7\"",
-        "corpus reduce --out",
+        "--finish-by-shard\n",
+        "kept-%a.log",
+        "corpus finish --out",
         "--vocab-size 8192 --sample-docs 2000 --val-fraction 0.05 --split-seed 0 --chunk-docs 8192 --tokenizer-only",
         "tokens-%a.log",
         "--shard \"${SLURM_ARRAY_TASK_ID}/7\"",
         "corpus index --in",
         "MAP=$(sbatch --parsable --account=lab --array=0,1,2,3,4,5,6",
         "REDUCE=$(sbatch --parsable --account=lab --dependency=afterok:$MAP",
-        "TOKENS=$(sbatch --parsable --account=lab --dependency=afterok:$REDUCE",
+        "KEPT=$(sbatch --parsable --account=lab --dependency=afterok:$REDUCE",
+        "MERGE=$(sbatch --parsable --account=lab --dependency=afterok:$KEPT",
+        "TOKENS=$(sbatch --parsable --account=lab --dependency=afterok:$MERGE",
         "FINISH=$(sbatch --parsable --account=lab --dependency=afterok:$TOKENS",
     ] {
         assert!(stdout.contains(needle), "`{needle}` in:\n{stdout}");
@@ -144,7 +151,7 @@ fn a_rerun_while_the_last_submission_is_queued_is_refused() {
     // Held jobs stay queued until released.
     let held: Vec<&str> = args.iter().copied().chain(["--sbatch-arg=--hold"]).collect();
     let jobs = job_ids(&ok(mixforge(&held), "a held submission"));
-    assert_eq!(jobs.len(), 4, "map and tokens arrays, a reduce and a finish");
+    assert_eq!(jobs.len(), 6, "map, kept and tokens arrays, a reduce, a merge and a finish");
     let again = mixforge(&args);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success(), "a second submission of queued tasks must be refused");

@@ -8,7 +8,7 @@ use corpus::decontam::DecontamConfig;
 use corpus::pipeline::parts::{self, Shard};
 use corpus::pipeline::{self, RunReport};
 
-use crate::cli::{CorpusCommand, FilterModeArg, ReduceArgs, RunArgs, ScopeArg};
+use crate::cli::{CorpusCommand, FilterModeArg, FinishArgs, ReduceArgs, RunArgs, ScopeArg};
 use crate::progress::Bars;
 use crate::recipe::{self, Recipe};
 
@@ -20,6 +20,7 @@ pub fn run(command: CorpusCommand) -> Result<()> {
         CorpusCommand::Index(args) => return super::shards::index(&args),
         CorpusCommand::Search(args) => return super::shards::search(&args),
         CorpusCommand::Reduce(args) => return reduce(&args),
+        CorpusCommand::Finish(args) => return finish(&args),
         CorpusCommand::Slurm(args) => return super::slurm::submit(args),
         CorpusCommand::Run(args) => (args, Stages::ALL),
         CorpusCommand::Ingest(args) => (args, Stages { profile: false, filter: false, dedup: false }),
@@ -102,8 +103,37 @@ fn has_setting_flags(args: &RunArgs) -> bool {
 
 /// `corpus reduce`: a sharded run's parts into the outputs of one run.
 fn reduce(args: &ReduceArgs) -> Result<()> {
-    let (config, report) = parts::reduce(&args.out, &Bars::new())
+    let (config, report) = parts::reduce(&args.out, args.finish_by_shard, &Bars::new())
         .with_context(|| format!("reducing the sharded corpus run in {}", args.out.display()))?;
+    let mut text = render_report(&report, &config);
+    if args.finish_by_shard {
+        text.push_str(&format!(
+            "kept documents next: `mixforge corpus finish --out {out} --shard I/N` for each task, then `mixforge \
+             corpus finish --out {out}`\n",
+            out = args.out.display()
+        ));
+    }
+    print_run(&config, &text, args.json)
+}
+
+/// `corpus finish`: one task's share of the kept files, or the merge of every task's.
+fn finish(args: &FinishArgs) -> Result<()> {
+    let context = || format!("finishing the sharded corpus run in {}", args.out.display());
+    if let Some(shard) = &args.shard {
+        let shard = Shard::parse(shard)?;
+        let task = pipeline::finish::run_task(&args.out, shard, &Bars::new()).with_context(context)?;
+        let done = if task.already_done { " (already done for this reduce)" } else { "" };
+        writeln!(
+            std::io::stdout().lock(),
+            "finish {shard}: {} kept documents, {} row groups encoded, {} rows left to the merge{done} → {}",
+            task.kept,
+            task.groups,
+            task.edge_rows,
+            task.dir.display()
+        )?;
+        return Ok(());
+    }
+    let (config, report) = pipeline::finish::merge(&args.out, &Bars::new()).with_context(context)?;
     print_run(&config, &render_report(&report, &config), args.json)
 }
 

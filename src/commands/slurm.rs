@@ -1,10 +1,12 @@
 //! `mixforge corpus slurm`: a sharded corpus run as Slurm jobs. A job array does the first pass
-//! (`corpus run --shard ${SLURM_ARRAY_TASK_ID}/N`, settings from OUT/parts/config.json) and the
+//! (`corpus run --shard ${SLURM_ARRAY_TASK_ID}/N`, settings from OUT/parts/config.json), the
 //! reduce runs after it (`--dependency=afterok`), as datatrove's `SlurmPipelineExecutor` chains
-//! its stages; a recipe's [shards] add a tokens array (`corpus shard --shard I/N`) and a finish
-//! job (the shards' manifest, the [search] index). A task's part file is its completion record:
-//! rerunning this command resubmits only the map tasks whose part is missing or stale (tokens
-//! tasks skip their finished chunks themselves).
+//! its stages, then a kept array writes each task's share of the kept files (`corpus finish
+//! --shard I/N`) and a merge job joins them (`corpus finish`); a recipe's [shards] add a tokens
+//! array (`corpus shard --shard I/N`) and a finish job (the shards' manifest, the [search]
+//! index). A task's part file is its completion record: rerunning this command resubmits only
+//! the map tasks whose part is missing or stale (kept and tokens tasks skip their finished work
+//! themselves).
 //!
 //! The array index is I and N is written into the script, not read from
 //! `SLURM_ARRAY_TASK_COUNT`: a resubmitted array (`--array=3,5`) has fewer tasks than parts.
@@ -33,8 +35,8 @@ struct Job {
 
 /// A run's batch scripts, in the order they run, each after the one before (`afterok`).
 struct Scripts {
-    /// `(name, text)`: `map` and `reduce`, then `tokens` and `finish` when the recipe asks for
-    /// shards (`finish` alone when it asks only for a search index).
+    /// `(name, text)`: `map`, `reduce`, `kept` and `merge`, then `tokens` and `finish` when the
+    /// recipe asks for shards (`finish` alone when it asks only for a search index).
     stages: Vec<(&'static str, String)>,
 }
 
@@ -98,28 +100,39 @@ fn scripts(exe: &Path, out: &Path, cwd: &Path, args: &Job, later: &Later) -> Scr
     // pending forever.
     let after = "#SBATCH --kill-on-invalid-dep=yes\n";
     let map = format!(
-        "{}# Task I reads input files I, I+{n}, I+2×{n}, … and writes OUT/parts/part-I-of-{n}.bin.\n\
+        "{}# Task I reads the I-th of {n} runs of the input files and writes OUT/parts/part-I-of-{n}.bin.\n\
          exec {exe} {threads} corpus run --out {out} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n",
         header("map", "map-%a.log", args.cpus_per_task, &array),
         n = args.tasks,
         out = quoted_out,
     );
-    // The one-node jobs: the reduce holds every part's records and does the verify and
-    // kept-writing passes; the finish checks every chunk and builds the index.
+    // The one-node jobs: the reduce holds every part's records and does the verify pass; the
+    // merge joins the kept tasks' shares; the finish checks every chunk and builds the index.
     let mem = args.reduce_mem.as_ref().map(|m| format!("#SBATCH --mem={m}\n")).unwrap_or_default();
     let one_node = format!("{mem}{after}");
-    let mut reduce = format!(
-        "{}# Duplicates across every part, then kept/, profile, summary and manifest in OUT.\n\
-         {exe} {threads} corpus reduce --out {quoted_out}\n",
+    let reduce = format!(
+        "{}# Duplicates across every part, then profile and summary in OUT, and the kept tasks' plan.\n\
+         exec {exe} {threads} corpus reduce --out {quoted_out} --finish-by-shard\n",
         header("reduce", "reduce.log", args.reduce_cpus, &one_node),
     );
+    let kept = format!(
+        "{}# Task I writes its files' share of the kept documents into OUT/kept-parts.\n\
+         exec {exe} {threads} corpus finish --out {quoted_out} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n",
+        header("kept", "kept-%a.log", args.cpus_per_task, &format!("{array}{after}")),
+        n = args.tasks,
+    );
+    let mut merge = format!(
+        "{}# Every task's share into OUT/kept, then examples.jsonl and manifest.json.\n\
+         {exe} {threads} corpus finish --out {quoted_out}\n",
+        header("merge", "merge.log", args.reduce_cpus, &one_node),
+    );
     if let Some(shard_args) = &later.shard_args {
-        reduce.push_str(&format!(
+        merge.push_str(&format!(
             "# The tokenizer (trained on the kept documents' sample, or copied) before the tokens tasks start.\n\
              {exe} {threads} corpus shard {shard_args} --tokenizer-only\n"
         ));
     }
-    let mut stages = vec![("map", map), ("reduce", reduce)];
+    let mut stages = vec![("map", map), ("reduce", reduce), ("kept", kept), ("merge", merge)];
     let mut finish = String::new();
     if let Some(shard_args) = &later.shard_args {
         stages.push((
@@ -321,6 +334,11 @@ pub fn submit(args: SlurmArgs) -> Result<()> {
         )?,
         None => writeln!(stdout, "every part is done; submitted reduce {reduce_job}")?,
     }
+    let (kept_job, merge_job) = (job_of("kept").unwrap_or_default(), job_of("merge").unwrap_or_default());
+    writeln!(
+        stdout,
+        "then kept array {kept_job} ({tasks} tasks: kept documents) and merge {merge_job} (kept/, manifest)"
+    )?;
     if let Some(job) = job_of("tokens") {
         writeln!(stdout, "then tokens array {job} ({tasks} tasks: shards in {})", out.join("shards").display())?;
     }

@@ -10,6 +10,7 @@
 //! reduces: the same dedup, verdicts and outputs over every part, so the results equal a
 //! single-process run's.
 
+pub mod finish;
 mod first_pass_kept;
 pub mod parts;
 
@@ -69,12 +70,12 @@ impl Progress for Silent {
 }
 
 /// `manifest.json`: what ran, on what, where every document went, and how long it took.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Manifest {
     /// Layout version of this file.
     pub format_version: u32,
     /// The mixforge corpus crate version that wrote it.
-    pub corpus_version: &'static str,
+    pub corpus_version: String,
     /// Stages that ran.
     pub stages: Stages,
     /// Accounting per source, per domain and in total.
@@ -131,6 +132,16 @@ impl RejectEntry {
         accounting.update(self.source, |c| c.add_reject(&self.code, self.bytes));
         Ok(())
     }
+}
+
+/// How a run writes its kept documents.
+// One value per run, moved once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum KeptOutput {
+    /// From pass 1 when that writer's documents are the kept ones, else from a read after dedup.
+    Write(Option<FirstPassKept>),
+    /// Left to the finish tasks of a sharded run of this many shards ([`finish`]).
+    ByShard(u32),
 }
 
 /// Everything shared by the passes over the input.
@@ -191,7 +202,7 @@ pub fn run(config: &PipelineConfig, progress: &dyn Progress) -> Result<RunReport
         reject.record(&mut rejects, &rejects_path, &mut accounting)
     })?;
     rejects.commit()?;
-    run.finish(records, keys, accounting, started.elapsed().as_secs_f64(), first_pass)
+    run.finish(records, keys, accounting, started.elapsed().as_secs_f64(), KeptOutput::Write(first_pass))
 }
 
 impl<'a> Run<'a> {
@@ -251,7 +262,7 @@ impl<'a> Run<'a> {
         keys: Vec<Keys>,
         mut accounting: Accounting,
         analysis_seconds: f64,
-        first_pass: Option<FirstPassKept>,
+        kept: KeptOutput,
     ) -> Result<RunReport> {
         let (config, run) = (self.config, self);
         let mut timings = BTreeMap::new();
@@ -284,27 +295,35 @@ impl<'a> Run<'a> {
 
         let started = Instant::now();
         let picked = run.pick_examples(&records, &benchmarks);
-        let (kept_files, examples) = match first_pass.map(|f| (f.matches(&records, &picked), f)) {
-            Some((true, first_pass)) => {
-                tracing::info!("kept documents written in pass 1");
-                first_pass.finish()?
+        let mut finish_plan = None;
+        match kept {
+            KeptOutput::ByShard(shards) => finish_plan = Some(finish::plan(run, &records, &picked, shards)?),
+            KeptOutput::Write(first_pass) => {
+                let (kept_files, examples) = match first_pass.map(|f| (f.matches(&records, &picked), f)) {
+                    Some((true, first_pass)) => {
+                        tracing::info!("kept documents written in pass 1");
+                        first_pass.finish()?
+                    }
+                    Some((false, first_pass)) => {
+                        tracing::info!(
+                            "a later, longer exact copy was kept: writing kept documents from a second read"
+                        );
+                        // Dropped first: its temporary files go, and the second writer reuses their names.
+                        drop(first_pass);
+                        run.write_kept(&records, &picked)?
+                    }
+                    None => run.write_kept(&records, &picked)?,
+                };
+                remove_stale_kept(&config.out.join("kept"), &kept_files)?;
+                write_examples(&config.out.join("examples.jsonl"), &examples)?;
+                outputs.insert("examples".into(), "examples.jsonl".into());
+                for (domain, path) in kept_files {
+                    let rel = path.strip_prefix(&config.out).unwrap_or(&path).display().to_string();
+                    outputs.insert(format!("kept/{domain}"), rel);
+                }
+                timings.insert("write_kept".into(), started.elapsed().as_secs_f64());
             }
-            Some((false, first_pass)) => {
-                tracing::info!("a later, longer exact copy was kept: writing kept documents from a second read");
-                // Dropped first: its temporary files go, and the second writer reuses their names.
-                drop(first_pass);
-                run.write_kept(&records, &picked)?
-            }
-            None => run.write_kept(&records, &picked)?,
-        };
-        run.remove_stale_kept(&kept_files)?;
-        write_examples(&config.out.join("examples.jsonl"), &examples)?;
-        outputs.insert("examples".into(), "examples.jsonl".into());
-        for (domain, path) in kept_files {
-            let rel = path.strip_prefix(&config.out).unwrap_or(&path).display().to_string();
-            outputs.insert(format!("kept/{domain}"), rel);
         }
-        timings.insert("write_kept".into(), started.elapsed().as_secs_f64());
 
         // The profile is written whatever the stages: its verdict columns say what happened to
         // each document; its signal columns are null when signals were not computed.
@@ -333,7 +352,7 @@ impl<'a> Run<'a> {
 
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
-            corpus_version: env!("CARGO_PKG_VERSION"),
+            corpus_version: env!("CARGO_PKG_VERSION").to_string(),
             stages: config.stages,
             accounting,
             filter: config.filter.clone(),
@@ -348,7 +367,10 @@ impl<'a> Run<'a> {
             timings,
             outputs,
         };
-        atomic::write_json(&config.out.join("manifest.json"), &manifest)?;
+        match finish_plan {
+            Some(plan) => plan.write(&config.out, &manifest)?,
+            None => atomic::write_json(&config.out.join("manifest.json"), &manifest)?,
+        }
         Ok(RunReport { manifest, summary: summary_rows })
     }
 
@@ -581,19 +603,18 @@ impl<'a> Run<'a> {
         })?;
         Ok((writer.finish()?, examples))
     }
+}
 
-    /// Removes the kept files of domains an earlier run into this directory kept and this one
-    /// did not: they must not reach the shards.
-    fn remove_stale_kept(&self, written: &BTreeMap<String, PathBuf>) -> Result<()> {
-        let dir = self.config.out.join("kept");
-        for entry in std::fs::read_dir(&dir).at(&dir)? {
-            let path = entry.at(&dir)?.path();
-            if path.extension().is_some_and(|e| e == "parquet") && !written.values().any(|w| *w == path) {
-                std::fs::remove_file(&path).at(&path)?;
-            }
+/// Removes the kept files in `dir` of domains an earlier run into this directory kept and this
+/// one did not: they must not reach the shards.
+fn remove_stale_kept(dir: &std::path::Path, written: &BTreeMap<String, PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        if path.extension().is_some_and(|e| e == "parquet") && !written.values().any(|w| *w == path) {
+            std::fs::remove_file(&path).at(&path)?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Per-thread buffers reused across documents.

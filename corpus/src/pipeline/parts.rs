@@ -12,17 +12,20 @@
 //!   first so a scheduler can check a part without reading it all. Written atomically when the
 //!   task ends, so its presence is the task's completion record.
 //!
-//! Shard I takes input files I, I + N, I + 2N, … (files numbered as in the run's document ids),
-//! as datatrove's tasks do: the unit of work is a file, so a corpus should come as ≥ N files.
+//! Shard I takes a contiguous run of the input files (numbered as in the run's document ids):
+//! files ⌊I·F/N⌋ up to ⌊(I+1)·F/N⌋ of F. The unit of work is a file, as in datatrove's tasks,
+//! so a corpus should come as ≥ N files; contiguous runs make each task's kept documents one
+//! slice of each kept file, which the per-shard finish ([`super::finish`]) relies on.
 //! The reduce holds every part's records and keys (the single-process run's pass-1 memory) and
-//! does the verify and kept-writing passes itself, on all its cores.
+//! does the verify pass itself; it writes the kept documents too, or leaves them to the
+//! finish tasks (`corpus reduce --finish-by-shard`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Keys, Progress, RejectEntry, Run, RunReport, check_run_dir};
+use super::{KeptOutput, Keys, Progress, RejectEntry, Run, RunReport, check_run_dir};
 use crate::atomic::{self, AtomicFile};
 use crate::config::PipelineConfig;
 use crate::error::{Error, IoContext, Result};
@@ -30,7 +33,7 @@ use crate::ingest::InputFile;
 use crate::profile::DocRecord;
 
 /// Version of `parts/config.json` and of the part files.
-pub const PARTS_FORMAT_VERSION: u32 = 1;
+pub const PARTS_FORMAT_VERSION: u32 = 2;
 
 /// The part of a sharded run one task does: `index` of `count` (`--shard I/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +57,10 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
-    fn takes(self, file: &InputFile) -> bool {
-        file.file.0 % self.count == self.index
+    /// Whether this shard takes `file` of a run over `files` input files.
+    pub(super) fn takes(self, file: &InputFile, files: usize) -> bool {
+        let first = |index: u32| (u64::from(index) * files as u64 / u64::from(self.count)) as u32;
+        (first(self.index)..first(self.index + 1)).contains(&file.file.0)
     }
 }
 
@@ -75,7 +80,7 @@ struct PartsConfig {
 
 /// An input file as a part read it: the reduce refuses parts whose inputs changed since.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-struct Stamp {
+pub(super) struct Stamp {
     path: PathBuf,
     bytes: u64,
     modified_ns: u128,
@@ -95,9 +100,30 @@ impl Stamp {
     /// The stamps of a shard's input files and of the evaluation sets (whose item numbers the
     /// records' contamination hits refer to).
     fn now(config: &PipelineConfig, files: &[InputFile], shard: Shard) -> Result<(Vec<Stamp>, Vec<Stamp>)> {
-        let inputs = files.iter().filter(|f| shard.takes(f)).map(|f| Stamp::of(&f.path)).collect::<Result<_>>()?;
+        let inputs =
+            files.iter().filter(|f| shard.takes(f, files.len())).map(|f| Stamp::of(&f.path)).collect::<Result<_>>()?;
         let evals = config.decontam.iter().flat_map(|d| &d.evals).map(|p| Stamp::of(p)).collect::<Result<_>>()?;
         Ok((inputs, evals))
+    }
+}
+
+/// The stamps of `files`.
+pub(super) fn stamps(files: &[InputFile]) -> Result<Vec<Stamp>> {
+    files.iter().map(|f| Stamp::of(&f.path)).collect()
+}
+
+/// Fails unless the part of `shard` exists and its inputs are unchanged: what a later task over
+/// the same files checks before reading them again.
+pub(super) fn check_inputs(config: &PipelineConfig, settings: &str, shard: Shard, files: &[InputFile]) -> Result<()> {
+    let path = part_path(&config.out.join("parts"), shard);
+    let stale = |reason: String| Error::Corrupt {
+        path: path.clone(),
+        reason: format!("{reason}; rerun part {shard}, the reduce, then this task"),
+    };
+    let head = read_head(&path).ok_or_else(|| stale("missing or unreadable".into()))?;
+    match head.mismatch(shard, settings, config, files)? {
+        Some(reason) => Err(stale(reason)),
+        None => Ok(()),
     }
 }
 
@@ -165,7 +191,7 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
         Err(_) => atomic::write_file(&settings_path, settings.as_bytes())?,
     }
     let run = Run::new(config, progress)?;
-    let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f)).collect();
+    let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f, run.files.len())).collect();
     let (inputs, evals) = Stamp::now(config, &run.files, shard)?;
     let head = Head {
         format_version: PARTS_FORMAT_VERSION,
@@ -194,10 +220,19 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
 
 /// `corpus reduce --out DIR`: every part's records and keys in document order, then the rest of
 /// a single-process run (dedup across all parts, verdicts, kept documents, profile, summary,
-/// manifest). Returns the settings the parts were made with, too.
-pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, RunReport)> {
+/// manifest). With `by_shard`, the kept documents, examples and manifest are left to the
+/// finish tasks and their merge ([`super::finish`]). Returns the settings the parts were made
+/// with, too.
+pub fn reduce(out: &Path, by_shard: bool, progress: &dyn Progress) -> Result<(PipelineConfig, RunReport)> {
     let dir = out.join("parts");
     let (config, count, settings) = load_settings(out)?;
+    if by_shard {
+        // Until the merge writes it, no manifest says this directory is a finished run.
+        let manifest = out.join("manifest.json");
+        if manifest.is_file() {
+            std::fs::remove_file(&manifest).at(&manifest)?;
+        }
+    }
     let run = Run::new(&config, progress)?;
     let missing: Vec<u32> = (0..count).filter(|&i| !part_path(&dir, Shard { index: i, count }).is_file()).collect();
     if !missing.is_empty() {
@@ -233,7 +268,8 @@ pub fn reduce(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Ru
         reject.record(&mut file, &rejects_path, &mut accounting)?;
     }
     file.commit()?;
-    let report = run.finish(records, keys, accounting, seconds, None)?;
+    let kept = if by_shard { KeptOutput::ByShard(count) } else { KeptOutput::Write(None) };
+    let report = run.finish(records, keys, accounting, seconds, kept)?;
     Ok((config, report))
 }
 

@@ -1,6 +1,9 @@
 //! The kept documents, one Parquet file per domain (`kept/<domain>.parquet`), which later
 //! stages (shards, search) and any Parquet reader take as input.
 
+mod layout;
+pub mod split;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,18 +24,12 @@ use rayon::prelude::*;
 use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
 use crate::ingest::Document;
+use layout::{Cuts, ROW_GROUP_ROWS};
+pub use layout::{Piece, groups, layout};
 
 /// Version of the kept-documents layout.
 pub const KEPT_FORMAT_VERSION: u32 = 1;
 
-/// Flush a batch when it holds this many documents or bytes of text.
-const BATCH_DOCS: usize = 1024;
-const BATCH_BYTES: usize = 32 << 20;
-/// Rows per row group, as `ArrowWriter` cuts them.
-const ROW_GROUP_ROWS: usize = 8192;
-/// A row group also ends once its batches hold this much text: row groups are held
-/// uncompressed until they are full, and 8,192 long documents would be gigabytes.
-const ROW_GROUP_TEXT_BYTES: usize = 64 << 20;
 /// Full row groups wait to be compressed together, one per thread, until there are as many
 /// as threads or their text reaches this.
 const WAITING_TEXT_BYTES: usize = 256 << 20;
@@ -49,68 +46,72 @@ pub fn schema() -> Schema {
     ])
 }
 
-/// One domain's file. Batches are cut into row groups as `ArrowWriter` cuts them (and at
-/// [`ROW_GROUP_TEXT_BYTES`]), and full row groups are compressed in parallel (one per thread)
-/// and appended in order, so the bytes do not depend on the thread count; below the text
-/// limit they are `ArrowWriter`'s.
+/// One Parquet file of kept documents, written piece by piece ([`Piece`]). Full row groups
+/// are compressed in parallel (one per thread) and appended in order, so the bytes do not
+/// depend on the thread count; cut as [`layout`] cuts, they are `ArrowWriter`'s below its
+/// text limit per row group.
 struct DomainWriter {
     file: SerializedFileWriter<AtomicFile>,
     factory: ArrowRowGroupWriterFactory,
-    pending: Vec<Pending>,
-    pending_bytes: usize,
-    /// The batches of the row group being filled, its rows and its text bytes.
+    schema: SchemaRef,
+    /// The pieces of the row group being filled, and their text bytes.
     group: Vec<RecordBatch>,
-    group_rows: usize,
     group_bytes: usize,
     /// Full row groups waiting to be encoded, in file order, and their text bytes.
     full: Vec<Vec<RecordBatch>>,
     full_bytes: usize,
     path: PathBuf,
-    domain: String,
 }
 
 impl DomainWriter {
+    fn create(path: &Path, schema: &SchemaRef) -> Result<DomainWriter> {
+        let file = AtomicFile::create(path)?;
+        // `ArrowWriter` sets up the file (schema, Arrow metadata); its parts encode the row groups.
+        let (file, factory) = ArrowWriter::try_new(file, schema.clone(), Some(properties()))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(|source| Error::Parquet { path: path.to_path_buf(), source })?;
+        Ok(DomainWriter {
+            file,
+            factory,
+            schema: schema.clone(),
+            group: Vec::new(),
+            group_bytes: 0,
+            full: Vec::new(),
+            full_bytes: 0,
+            path: path.to_path_buf(),
+        })
+    }
+
     fn parquet_error(&self, source: parquet::errors::ParquetError) -> Error {
         Error::Parquet { path: self.path.clone(), source }
     }
 
-    /// Adds a batch to the row group being filled, which ends at [`ROW_GROUP_ROWS`] rows (the
-    /// batch split there) or once it holds [`ROW_GROUP_TEXT_BYTES`] of text.
-    fn add(&mut self, mut batch: RecordBatch, schema: &SchemaRef) -> Result<()> {
-        while batch.num_rows() > 0 {
-            let fits = (ROW_GROUP_ROWS - self.group_rows).min(batch.num_rows());
-            let rest = batch.slice(fits, batch.num_rows() - fits);
-            if fits < batch.num_rows() {
-                batch = batch.slice(0, fits);
-            }
-            self.group_bytes += text_bytes(&batch);
-            self.group.push(batch);
-            self.group_rows += fits;
-            if self.group_rows == ROW_GROUP_ROWS || self.group_bytes >= ROW_GROUP_TEXT_BYTES {
-                self.end_group();
-            }
-            batch = rest;
+    /// Adds a piece to the row group being filled, which ends after it when `ends_group`.
+    fn add(&mut self, piece: RecordBatch, ends_group: bool) -> Result<()> {
+        self.group_bytes += text_bytes(&piece);
+        self.group.push(piece);
+        if ends_group {
+            self.end_group();
         }
         if self.full.len() >= rayon::current_num_threads() || self.full_bytes >= WAITING_TEXT_BYTES {
-            self.encode_full(schema)?;
+            self.encode_full()?;
         }
         Ok(())
     }
 
     fn end_group(&mut self) {
-        if self.group_rows > 0 {
+        if !self.group.is_empty() {
             self.full.push(std::mem::take(&mut self.group));
-            self.full_bytes += self.group_bytes;
-            (self.group_rows, self.group_bytes) = (0, 0);
+            self.full_bytes += std::mem::take(&mut self.group_bytes);
         }
     }
 
     /// Encodes the waiting row groups, in parallel, and appends them in order.
-    fn encode_full(&mut self, schema: &SchemaRef) -> Result<()> {
+    fn encode_full(&mut self) -> Result<()> {
         let groups = std::mem::take(&mut self.full);
         self.full_bytes = 0;
         let first = self.file.flushed_row_groups().len();
-        let factory = &self.factory;
+        let (factory, schema) = (&self.factory, &self.schema);
         let encoded: Vec<Vec<ArrowColumnChunk>> = groups
             .par_iter()
             .enumerate()
@@ -127,6 +128,17 @@ impl DomainWriter {
             appended.map_err(|e| self.parquet_error(e))?;
         }
         Ok(())
+    }
+
+    /// Ends the last row group, writes the footer and commits the file.
+    fn finish(mut self) -> Result<PathBuf> {
+        self.end_group();
+        self.encode_full()?;
+        let DomainWriter { file, path, .. } = self;
+        // `into_inner` writes the footer and hands back the file to commit.
+        let file = file.into_inner().map_err(|source| Error::Parquet { path: path.clone(), source })?;
+        file.commit()?;
+        Ok(path)
     }
 }
 
@@ -156,73 +168,70 @@ fn encode_group(
     writers.into_iter().map(|writer| writer.close()).collect()
 }
 
+/// A domain's file being written and its batch being gathered.
+struct Domain {
+    writer: DomainWriter,
+    pending: Vec<Pending>,
+    cuts: Cuts,
+}
+
 /// Writes kept documents per domain; files appear atomically on [`KeptWriter::finish`].
 pub struct KeptWriter {
     dir: PathBuf,
     schema: SchemaRef,
     source_names: Vec<String>,
-    writers: BTreeMap<String, Box<DomainWriter>>,
+    domains: BTreeMap<String, Domain>,
 }
 
 impl KeptWriter {
     /// Writes into `dir` (created if missing); `source_names[i]` names source `i`.
     pub fn new(dir: &Path, source_names: Vec<String>) -> Result<KeptWriter> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), cause: source })?;
-        Ok(KeptWriter { dir: dir.to_path_buf(), schema: Arc::new(schema()), source_names, writers: BTreeMap::new() })
+        Ok(KeptWriter { dir: dir.to_path_buf(), schema: Arc::new(schema()), source_names, domains: BTreeMap::new() })
     }
 
     /// Appends a document of `domain`.
     pub fn push(&mut self, domain: &str, doc: Document) -> Result<()> {
-        if !self.writers.contains_key(domain) {
-            let writer = self.open(domain)?;
-            self.writers.insert(domain.to_string(), writer);
+        if !self.domains.contains_key(domain) {
+            let writer = DomainWriter::create(&self.dir.join(format!("{domain}.parquet")), &self.schema)?;
+            self.domains.insert(domain.to_string(), Domain { writer, pending: Vec::new(), cuts: Cuts::default() });
         }
-        let w = self.writers.get_mut(domain).expect("just inserted");
-        w.pending_bytes += doc.text.len();
-        w.pending.push((doc.id.get(), doc.source_id, usize::from(doc.source.0), doc.text));
-        if w.pending.len() >= BATCH_DOCS || w.pending_bytes >= BATCH_BYTES {
-            flush(w, &self.schema, &self.source_names)?;
+        let d = self.domains.get_mut(domain).expect("just inserted");
+        let due = d.cuts.push(doc.text.len());
+        d.pending.push((doc.id.get(), doc.source_id, usize::from(doc.source.0), doc.text));
+        if due {
+            flush(d, domain, &self.source_names)?;
         }
         Ok(())
-    }
-
-    fn open(&self, domain: &str) -> Result<Box<DomainWriter>> {
-        let path = self.dir.join(format!("{domain}.parquet"));
-        let file = AtomicFile::create(&path)?;
-        // `ArrowWriter` sets up the file (schema, Arrow metadata); its parts encode the row groups.
-        let (file, factory) = ArrowWriter::try_new(file, self.schema.clone(), Some(properties()))
-            .and_then(ArrowWriter::into_serialized_writer)
-            .map_err(|source| Error::Parquet { path: path.clone(), source })?;
-        Ok(Box::new(DomainWriter {
-            file,
-            factory,
-            pending: Vec::new(),
-            pending_bytes: 0,
-            group: Vec::new(),
-            group_rows: 0,
-            group_bytes: 0,
-            full: Vec::new(),
-            full_bytes: 0,
-            path,
-            domain: domain.to_string(),
-        }))
     }
 
     /// Flushes and commits every file; returns the paths written, by domain.
     pub fn finish(mut self) -> Result<BTreeMap<String, PathBuf>> {
         let mut written = BTreeMap::new();
-        for (domain, mut w) in std::mem::take(&mut self.writers) {
-            flush(&mut w, &self.schema, &self.source_names)?;
-            w.end_group();
-            w.encode_full(&self.schema)?;
-            let DomainWriter { file, path, .. } = *w;
-            // `into_inner` writes the footer and hands back the file to commit.
-            let file = file.into_inner().map_err(|source| Error::Parquet { path: path.clone(), source })?;
-            file.commit()?;
-            written.insert(domain, path);
+        for (domain, mut d) in std::mem::take(&mut self.domains) {
+            flush(&mut d, &domain, &self.source_names)?;
+            written.insert(domain, d.writer.finish()?);
         }
         Ok(written)
     }
+}
+
+/// Writes the gathered batch, cut into its pieces.
+fn flush(d: &mut Domain, domain: &str, source_names: &[String]) -> Result<()> {
+    if d.pending.is_empty() {
+        return Ok(());
+    }
+    let lens: Vec<usize> = d.pending.iter().map(|p| p.3.len()).collect();
+    let pieces = d.cuts.cut(&lens);
+    let batch = to_batch(d.pending.drain(..), lens.iter().sum(), domain, &d.writer.schema, source_names)
+        .map_err(|e| d.writer.parquet_error(e.into()))?;
+    let mut row = 0;
+    for piece in pieces {
+        let rows = piece.rows as usize;
+        d.writer.add(batch.slice(row, rows), piece.ends_group)?;
+        row += rows;
+    }
+    Ok(())
 }
 
 /// Writer properties of every kept file.
@@ -243,16 +252,6 @@ fn properties() -> WriterProperties {
 
 /// A pending document: id, the record's own id, source index, text.
 type Pending = (u64, Option<String>, usize, String);
-
-fn flush(w: &mut DomainWriter, schema: &SchemaRef, source_names: &[String]) -> Result<()> {
-    if w.pending.is_empty() {
-        return Ok(());
-    }
-    let batch = to_batch(w.pending.drain(..), w.pending_bytes, &w.domain, schema, source_names);
-    w.pending_bytes = 0;
-    let batch = batch.map_err(|e| w.parquet_error(e.into()))?;
-    w.add(batch, schema)
-}
 
 /// A record batch of `pending` documents, with `text_capacity` bytes of text.
 fn to_batch(
@@ -420,12 +419,13 @@ fn cell_id(column: &ArrayRef, i: usize) -> std::result::Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::layout::{BATCH_BYTES, BATCH_DOCS};
     use super::*;
     use crate::ids::{DocId, FileIdx, SourceIdx};
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     /// Documents of the given text lengths, in order.
-    fn documents(lengths: &[usize]) -> Vec<Document> {
+    pub(super) fn documents(lengths: &[usize]) -> Vec<Document> {
         lengths
             .iter()
             .enumerate()
@@ -439,7 +439,7 @@ mod tests {
     }
 
     /// A fresh path under the temp folder (tests run concurrently).
-    fn temp_path(what: &str) -> PathBuf {
+    pub(super) fn temp_path(what: &str) -> PathBuf {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::env::temp_dir().join(format!("mixforge-kept-{}-{n}-{what}", std::process::id()))
