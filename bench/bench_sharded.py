@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""How a sharded corpus run divides its work: the 100 MB corpus of bench_scale.py cut into FILES
-files, run as one process and as N tasks, with the kept documents written by the reduce
+"""How a sharded corpus run divides its work: the SIZE_MB corpus of bench_scale.py (100 MB by
+default) cut into FILES files, run as one process and as N tasks, with the kept documents written by the reduce
 (`corpus reduce`) or by the tasks (`corpus reduce --finish-by-shard`, `corpus finish --shard
 I/N`, `corpus finish`). Every command runs on one thread (--threads 1).
 
-Usage: python bench/bench_sharded.py MIXFORGE_BINARY BASE.jsonl WORKDIR [N] [FILES] [REPEATS]
+Usage: python bench/bench_sharded.py MIXFORGE_BINARY BASE.jsonl WORKDIR [N] [FILES] [REPEATS] [SIZE_MB]
 
 Two figures per arm:
 - measured: with 2 tasks at once on this 2-core machine (N = 2), the wall time of each stage
@@ -58,11 +58,12 @@ def main():
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 4
     files = int(sys.argv[5]) if len(sys.argv) > 5 else 8
     repeats = int(sys.argv[6]) if len(sys.argv) > 6 else 3
+    size_mb = int(sys.argv[7]) if len(sys.argv) > 7 else 100
     os.makedirs(work, exist_ok=True)
-    paths, _ = generate(base, work, [100])
-    data = os.path.join(work, f"split-{files}")
+    paths, _ = generate(base, work, [size_mb])
+    data = os.path.join(work, f"split-{size_mb}-{files}")
     if not os.path.isdir(data):
-        split(paths[100], data, files)
+        split(paths[size_mb], data, files)
     source = f"scale={data}/*.jsonl"
     mf = [binary, "--threads", "1", "corpus"]
     runs = {}
@@ -108,15 +109,15 @@ def main():
         arms[label] = [sum(s.values()) for s in stages]
         details[label] = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
     single = statistics.median(arms["single process"])
-    print(f"{os.path.getsize(paths[100]) / 1e6:.0f} MB in {files} files, one thread per command, median of {repeats}")
+    print(f"{os.path.getsize(paths[size_mb]) / 1e6:.0f} MB in {files} files, one thread per command, median of {repeats}")
     print(f"{'arm':<48} {'seconds':>8} {'speed-up':>8}  stages (median s)")
     for label, walls in arms.items():
         med = statistics.median(walls)
         stages = ", ".join(f"{k} {v:.2f}" for k, v in details.get(label, {}).items())
         print(f"{label:<48} {med:>8.2f} {single / med:>7.2f}x  {stages}")
-    with open(os.path.join(work, "sharded.json"), "w") as f:
-        json.dump({"arms": arms, "stages": details, "files": files, "tasks": n}, f, indent=2)
-    print(f"raw results: {os.path.join(work, 'sharded.json')}")
+    with open(os.path.join(work, f"sharded-{size_mb}.json"), "w") as f:
+        json.dump({"arms": arms, "stages": details, "files": files, "tasks": n, "mb": size_mb}, f, indent=2)
+    print(f"raw results: {os.path.join(work, f'sharded-{size_mb}.json')}")
 
 
 if __name__ == "__main__":

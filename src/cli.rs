@@ -752,8 +752,8 @@ pub enum CorpusCommand {
     /// The parts come from `corpus run … --shard I/N --out OUT`, one per I in 0..N (on one
     /// machine or as a Slurm array); the result equals `corpus run … --out OUT` but for timings.
     ///
-    /// Example: for i in 0 1 2 3; do mixforge corpus run recipes/demo.toml --shard $i/4 --out runs/d; done
-    ///          mixforge corpus reduce --out runs/d
+    /// Example: for i in 0 1 2 3; do mixforge corpus run recipes/demo.toml --shard $i/4 --out runs/d; done;
+    /// mixforge corpus reduce --out runs/d
     Reduce(ReduceArgs),
     /// After `corpus reduce --finish-by-shard`: write the kept documents task by task, then merge.
     ///
@@ -763,9 +763,8 @@ pub enum CorpusCommand {
     /// kept/<domain>.parquet (the bytes `corpus reduce` alone writes), examples.jsonl and
     /// manifest.json.
     ///
-    /// Example: mixforge corpus reduce --out runs/d --finish-by-shard
-    ///          for i in 0 1 2 3; do mixforge corpus finish --out runs/d --shard $i/4; done
-    ///          mixforge corpus finish --out runs/d
+    /// Example: mixforge corpus reduce --out runs/d --finish-by-shard; for i in 0 1 2 3; do mixforge
+    /// corpus finish --out runs/d --shard $i/4; done; mixforge corpus finish --out runs/d
     Finish(FinishArgs),
     /// Run a corpus on a Slurm cluster: a job array for the first pass (one part per task,
     /// --tasks of them), the reduce after it (--dependency=afterok), a job array writing the
