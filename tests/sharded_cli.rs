@@ -36,7 +36,9 @@ fn sharded(args: &[&str], out: &Path, n: u32) {
 fn finish_by_shard(out: &Path, n: u32) {
     let stdout = ok(mixforge(&["corpus", "reduce", "--out", s(out), "--finish-by-shard"]), "reduce --finish-by-shard");
     assert!(stdout.contains("corpus finish --out"), "{stdout}");
+    // The plain reduce's outputs before it are gone: nothing stale stands in for the merge's.
     assert!(!out.join("manifest.json").exists(), "no manifest before the merge");
+    assert!(!out.join("examples.jsonl").exists() && kept_files(out).is_empty(), "no kept files before the merge");
     let merge_early = mixforge(&["corpus", "finish", "--out", s(out)]);
     let stderr = String::from_utf8_lossy(&merge_early.stderr);
     assert!(
@@ -52,8 +54,26 @@ fn finish_by_shard(out: &Path, n: u32) {
     // A task run again for the same reduce reuses its share.
     let stdout = ok(mixforge(&["corpus", "finish", "--out", s(out), "--shard", &format!("0/{n}")]), "finish again");
     assert!(stdout.contains("already done"), "{stdout}");
+    // A task whose file went missing is incomplete: the merge names it, and a rerun rewrites it.
+    let task = (0..n).find_map(|i| {
+        let dir = out.join(format!("kept-parts/{i:05}-of-{n:05}"));
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "parquet"))?;
+        Some((i, file))
+    });
+    let (i, file) = task.expect("some task wrote a file");
+    std::fs::remove_file(&file).unwrap();
+    let merge = mixforge(&["corpus", "finish", "--out", s(out)]);
+    let stderr = String::from_utf8_lossy(&merge.stderr);
+    assert!(!merge.status.success() && stderr.contains(&format!("(shards {i})")), "{stderr}");
+    let stdout = ok(mixforge(&["corpus", "finish", "--out", s(out), "--shard", &format!("{i}/{n}")]), "finish rerun");
+    assert!(!stdout.contains("already done") && file.is_file(), "{stdout}");
     ok(mixforge(&["corpus", "finish", "--out", s(out)]), "corpus finish (merge)");
     assert!(!out.join("kept-parts").exists(), "the merge removes the tasks' shares");
+    let again = mixforge(&["corpus", "finish", "--out", s(out)]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already merged"), "a second merge says it is done");
 }
 
 fn manifest_without_timings(dir: &Path) -> serde_json::Value {

@@ -22,7 +22,7 @@ use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataOptions, ParquetMetaDataReader};
 use serde::{Deserialize, Serialize};
 
-use super::{DomainWriter, Pending, Piece, groups, properties, schema, to_batch};
+use super::{DomainWriter, Pending, Piece, groups, schema, to_batch};
 use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
 use crate::ingest::Document;
@@ -74,6 +74,15 @@ fn runs(slices: &Slices, task: usize) -> VecDeque<(usize, Dest)> {
         }
     }
     out
+}
+
+/// Row groups task `task` encodes, and rows it leaves to the merge, over every domain.
+pub fn planned(domains: &BTreeMap<String, Slices>, task: usize) -> (usize, usize) {
+    let runs = domains.values().flat_map(|slices| runs(slices, task));
+    runs.fold((0, 0), |(groups, edge_rows), (rows, dest)| match dest {
+        Dest::Group { ends_group } => (groups + usize::from(ends_group), edge_rows),
+        Dest::Edge => (groups, edge_rows + rows),
+    })
 }
 
 /// A task's share of one domain's file.
@@ -137,24 +146,15 @@ impl SliceWriter {
             Dest::Edge => {
                 if share.edges.is_none() {
                     let path = edges_path(&self.dir, domain);
-                    let writer =
-                        ArrowWriter::try_new(AtomicFile::create(&path)?, self.schema.clone(), Some(properties()))
-                            .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+                    // Read once by the merge: not worth compressing.
+                    let writer = ArrowWriter::try_new(AtomicFile::create(&path)?, self.schema.clone(), None)
+                        .map_err(|source| Error::Parquet { path: path.clone(), source })?;
                     share.edges = Some((writer, path));
                 }
                 let (writer, path) = share.edges.as_mut().expect("just opened");
                 writer.write(&batch).map_err(|source| Error::Parquet { path: path.clone(), source })
             }
         }
-    }
-
-    /// Row groups the task encodes, and rows it leaves to the merge, over every domain.
-    pub fn planned(&self) -> (usize, usize) {
-        let runs = self.shares.values().flat_map(|s| &s.runs);
-        runs.fold((0, 0), |(groups, edge_rows), &(rows, dest)| match dest {
-            Dest::Group { ends_group } => (groups + usize::from(ends_group), edge_rows),
-            Dest::Edge => (groups, edge_rows + rows),
-        })
     }
 
     /// Commits every file; fails when a slice got fewer documents than planned.
@@ -200,7 +200,11 @@ struct TaskGroups {
 
 impl TaskGroups {
     fn open(path: PathBuf) -> Result<Option<TaskGroups>> {
-        let Ok(file) = File::open(&path) else { return Ok(None) };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(cause) => return Err(Error::Io { path, cause }),
+        };
         // Everything the footer holds is copied, the page encoding statistics too (read as a
         // mask by default).
         let options = ParquetMetaDataOptions::new().with_encoding_stats_as_mask(false);
@@ -214,7 +218,10 @@ impl TaskGroups {
 
     /// Appends the next row group, which must hold `rows` rows, as it is.
     fn append_next(&mut self, to: &mut DomainWriter, rows: u64) -> Result<()> {
-        let corrupt = |reason: String| Error::Corrupt { path: self.path.clone(), reason };
+        let corrupt = |reason: String| Error::Corrupt {
+            path: self.path.clone(),
+            reason: format!("{reason}; remove kept-parts/ and rerun the finish tasks"),
+        };
         let k = self.next;
         let group = self.metadata.row_groups().get(k).ok_or_else(|| corrupt(format!("no row group {k}")))?;
         if group.num_rows() as u64 != rows {
@@ -244,6 +251,8 @@ impl TaskGroups {
 
 /// The edge rows of one domain, every task's in task order.
 struct EdgeRows {
+    /// The kept file they are for, named in errors.
+    out: PathBuf,
     files: VecDeque<PathBuf>,
     reader: Option<(ParquetRecordBatchReader, PathBuf)>,
     held: Option<RecordBatch>,
@@ -261,8 +270,10 @@ impl EdgeRows {
                     Some(batch) => batch,
                     None => {
                         return Err(Error::Corrupt {
-                            path: self.files.front().cloned().unwrap_or_default(),
-                            reason: format!("the tasks' edge rows end {need} rows early; rerun the finish tasks"),
+                            path: self.out.clone(),
+                            reason: format!(
+                                "the tasks' edge rows end {need} rows early; remove kept-parts/ and rerun the finish tasks"
+                            ),
                         });
                     }
                 },
@@ -277,7 +288,7 @@ impl EdgeRows {
             }
         }
         arrow_select::concat::concat_batches(schema, &parts)
-            .map_err(|e| Error::Parquet { path: PathBuf::from("edge rows"), source: e.into() })
+            .map_err(|e| Error::Parquet { path: self.out.clone(), source: e.into() })
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -313,6 +324,7 @@ pub fn merge(out: &Path, domain: &str, slices: &Slices, task_dirs: &[PathBuf]) -
     let mut tasks: Vec<Option<TaskGroups>> =
         task_dirs.iter().map(|d| TaskGroups::open(groups_path(d, domain))).collect::<Result<_>>()?;
     let mut edges = EdgeRows {
+        out: out.to_path_buf(),
         files: task_dirs.iter().map(|d| edges_path(d, domain)).filter(|p| p.is_file()).collect(),
         reader: None,
         held: None,
@@ -322,7 +334,7 @@ pub fn merge(out: &Path, domain: &str, slices: &Slices, task_dirs: &[PathBuf]) -
             Some(task) => {
                 let groups = tasks[task].as_mut().ok_or_else(|| Error::Corrupt {
                     path: groups_path(&task_dirs[task], domain),
-                    reason: "missing: rerun this finish task".into(),
+                    reason: "missing: remove its folder and rerun this finish task".into(),
                 })?;
                 groups.append_next(&mut writer, rows.end - rows.start)?;
             }
@@ -338,14 +350,15 @@ pub fn merge(out: &Path, domain: &str, slices: &Slices, task_dirs: &[PathBuf]) -
         if groups.next != groups.metadata.num_row_groups() {
             return Err(Error::Corrupt {
                 path: groups.path.clone(),
-                reason: "more row groups than the plan has; rerun the reduce and the finish tasks".into(),
+                reason: "more row groups than the plan has; remove kept-parts/ and rerun the finish tasks".into(),
             });
         }
     }
     if edges.left()? {
         return Err(Error::Corrupt {
             path: out.to_path_buf(),
-            reason: "the tasks' edge rows are more than the plan has; rerun the reduce and the finish tasks".into(),
+            reason: "the tasks' edge rows are more than the plan has; remove kept-parts/ and rerun the finish tasks"
+                .into(),
         });
     }
     writer.finish()

@@ -10,11 +10,14 @@
 //! Under the run directory:
 //! - `parts/finish.bin`: the plan — every kept file's cut into row groups and each task's
 //!   slice of it ([`Slices`]), the manifest without its kept files, and the plan's id (a hash
-//!   of the settings, the inputs' stamps and every verdict). Written last by the reduce.
-//! - `parts/verdicts-IIIII-of-NNNNN.bin`: task I's kept document ids and examples to capture.
+//!   of the versions, the settings and every task's verdicts). Written last by the reduce; every
+//!   reduce first removes an earlier one's plan, verdicts and `kept-parts/`.
+//! - `parts/verdicts-IIIII-of-NNNNN.bin`: task I's input stamps (as the reduce saw them), kept
+//!   document ids and examples to capture.
 //! - `kept-parts/IIIII-of-NNNNN/`: task I's `<domain>.groups.parquet` and
 //!   `<domain>.edges.parquet` (see [`crate::kept::split`]) and `done.json`, its completion
-//!   record, naming the plan it was made for. The merge removes `kept-parts/`.
+//!   record, naming the plan it was made for and the files with their sizes. The merge removes
+//!   `kept-parts/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,8 @@ struct Plan {
 #[derive(Default, Serialize, Deserialize)]
 struct Verdicts {
     plan: u64,
+    /// The task's input files as the reduce saw them: a task refuses to read changed ones.
+    inputs: Vec<parts::Stamp>,
     /// Kept documents of the task's files, ascending.
     kept: Vec<DocId>,
     /// Documents of its files shown in `examples.jsonl`: id, domain, reason.
@@ -61,6 +66,8 @@ struct Verdicts {
 #[derive(Serialize, Deserialize)]
 struct Done {
     plan: u64,
+    /// The files the task wrote beside it, with their sizes.
+    files: Vec<(String, u64)>,
     kept: u64,
     seconds: f64,
     examples: Vec<Example>,
@@ -76,6 +83,34 @@ fn verdicts_path(out: &Path, shard: Shard) -> PathBuf {
 
 fn task_dir(out: &Path, shard: Shard) -> PathBuf {
     out.join("kept-parts").join(format!("{:05}-of-{:05}", shard.index, shard.count))
+}
+
+/// Removes what a finish of an earlier reduce left (its plan, verdicts and task outputs); with
+/// `by_shard`, also the outputs the merge will write, so nothing stale stands in for them.
+pub(super) fn clear(out: &Path, by_shard: bool) -> Result<()> {
+    let parts_dir = out.join("parts");
+    for entry in std::fs::read_dir(&parts_dir).at(&parts_dir)? {
+        let path = entry.at(&parts_dir)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name == "finish.bin" || name.starts_with("verdicts-") {
+            atomic::remove_if_present(&path)?;
+        }
+    }
+    let task_dirs = out.join("kept-parts");
+    if task_dirs.is_dir() {
+        std::fs::remove_dir_all(&task_dirs).at(&task_dirs)?;
+    }
+    if by_shard {
+        // Until the merge writes them, no manifest says this directory is a finished run, and
+        // no earlier run's kept files stand in for this one's.
+        atomic::remove_if_present(&out.join("manifest.json"))?;
+        atomic::remove_if_present(&out.join("examples.jsonl"))?;
+        let kept = out.join("kept");
+        if kept.is_dir() {
+            remove_stale_kept(&kept, &BTreeMap::new())?;
+        }
+    }
+    Ok(())
 }
 
 fn encode<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
@@ -99,15 +134,15 @@ pub(super) fn plan(
     shards: u32,
 ) -> Result<PendingPlan> {
     let out = &run.config.out;
-    let files = run.files.len();
-    let shard_of_file: Vec<usize> = run
-        .files
-        .iter()
-        .map(|f| {
-            (0..shards).position(|index| Shard { index, count: shards }.takes(f, files)).expect("a shard per file")
-        })
-        .collect();
+    let stamps = parts::stamps(&run.files)?;
+    let mut shard_of_file = vec![0; run.files.len()];
     let mut verdicts: Vec<Verdicts> = (0..shards).map(|_| Verdicts::default()).collect();
+    for index in 0..shards {
+        for file in (Shard { index, count: shards }).files(run.files.len()) {
+            shard_of_file[file as usize] = index as usize;
+            verdicts[index as usize].inputs.push(stamps[file as usize].clone());
+        }
+    }
     let mut lens: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut rows: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for r in records {
@@ -136,11 +171,14 @@ pub(super) fn plan(
             (domain.to_string(), Slices { pieces: crate::kept::layout(lens), slices })
         })
         .collect();
-    // The id changes with anything a task's output depends on: settings, inputs, verdicts.
+    // The id changes with anything a task's output depends on: the writer's version, settings,
+    // inputs (in the verdicts), verdicts.
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let versions =
+        format!("{} {FINISH_FORMAT_VERSION} {}", env!("CARGO_PKG_VERSION"), crate::kept::KEPT_FORMAT_VERSION);
+    hasher.update(versions.as_bytes());
     let settings_path = out.join("parts").join("config.json");
     hasher.update(&std::fs::read(&settings_path).at(&settings_path)?);
-    hasher.update(&encode(&parts::stamps(&run.files)?, out)?);
     hasher.update(&encode(&domains, out)?);
     for v in &verdicts {
         hasher.update(&encode(v, out)?);
@@ -212,9 +250,9 @@ pub struct TaskReport {
 }
 
 /// `corpus finish --out DIR --shard I/N`: task I's slice of every kept file and its examples.
-/// A task whose output for the current plan exists does nothing.
+/// A task whose output for the current plan is all there does nothing.
 pub fn run_task(out: &Path, shard: Shard, progress: &dyn Progress) -> Result<TaskReport> {
-    let (config, count, settings) = parts::load_settings(out)?;
+    let (mut config, count, _) = parts::load_settings(out)?;
     if shard.count != count {
         return Err(Error::Config {
             field: "shard".into(),
@@ -223,10 +261,8 @@ pub fn run_task(out: &Path, shard: Shard, progress: &dyn Progress) -> Result<Tas
     }
     let plan = read_plan(out, count)?;
     let dir = task_dir(out, shard);
-    let run = Run::new(&config, progress)?;
-    let mut writer = SliceWriter::new(&dir, run.source_names.clone(), &plan.domains, shard.index as usize)?;
-    let (groups, edge_rows) = writer.planned();
-    if let Some(done) = read_done(out, shard).filter(|d| d.plan == plan.id) {
+    let (groups, edge_rows) = split::planned(&plan.domains, shard.index as usize);
+    if let Some(done) = read_done(out, shard).filter(|d| d.plan == plan.id && files_intact(&dir, &d.files)) {
         return Ok(TaskReport { shard, already_done: true, kept: done.kept, groups, edge_rows, dir });
     }
     let path = verdicts_path(out, shard);
@@ -237,16 +273,36 @@ pub fn run_task(out: &Path, shard: Shard, progress: &dyn Progress) -> Result<Tas
             path: path.clone(),
             reason: "not the plan's verdicts; rerun the reduce".into(),
         })?;
-    parts::check_inputs(&config, &settings, shard, &run.files)?;
-    let started = Instant::now();
-    // A task rerun for a new plan starts from nothing.
-    for entry in std::fs::read_dir(&dir).at(&dir)? {
-        let path = entry.at(&dir)?.path();
-        std::fs::remove_file(&path).at(&path)?;
-    }
+    // The task reads its files again: they must be the ones the reduce decided on.
+    config.decontam = None;
+    let run = Run::new(&config, progress)?;
     let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f, run.files.len())).collect();
+    let now = parts::stamps(files.iter().copied())?;
+    if let Some((stamp, _)) = now.iter().zip(&verdicts.inputs).find(|(a, b)| a != b) {
+        return Err(Error::Corrupt {
+            path: stamp.path.clone(),
+            reason: format!("changed since the reduce; rerun part {shard}, the reduce, then this task"),
+        });
+    }
+    if now.len() != verdicts.inputs.len() {
+        return Err(Error::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "the input files of shard {shard} changed since the reduce; rerun the run from part {shard}"
+            ),
+        });
+    }
+    let started = Instant::now();
+    // A task rerun starts from nothing.
+    if dir.is_dir() {
+        std::fs::remove_dir_all(&dir).at(&dir)?;
+    }
+    let mut writer = SliceWriter::new(&dir, run.source_names.clone(), &plan.domains, shard.index as usize)?;
     let picked: BTreeMap<DocId, (String, String)> =
         verdicts.picked.into_iter().map(|(id, domain, reason)| (id, (domain, reason))).collect();
+    // Only the files with a kept or shown document are read.
+    let wanted: std::collections::BTreeSet<_> = verdicts.kept.iter().chain(picked.keys()).map(|id| id.file()).collect();
+    let files: Vec<&InputFile> = files.into_iter().filter(|f| wanted.contains(&f.file)).collect();
     let mut examples = Vec::with_capacity(picked.len());
     let mut kept = 0u64;
     run.stream("write kept", &files, |file, items| {
@@ -267,13 +323,28 @@ pub fn run_task(out: &Path, shard: Shard, progress: &dyn Progress) -> Result<Tas
     if kept != verdicts.kept.len() as u64 {
         return Err(Error::Corrupt {
             path: dir,
-            reason: format!("read {kept} of the {} kept documents planned; rerun the reduce", verdicts.kept.len()),
+            reason: format!(
+                "read {kept} of the {} kept documents planned: the inputs changed; rerun the run from part {shard}",
+                verdicts.kept.len()
+            ),
         });
     }
     writer.finish()?;
-    let done = Done { plan: plan.id, kept, seconds: started.elapsed().as_secs_f64(), examples };
+    let mut written = Vec::new();
+    for entry in std::fs::read_dir(&dir).at(&dir)? {
+        let entry = entry.at(&dir)?;
+        let bytes = entry.metadata().at(&entry.path())?.len();
+        written.push((entry.file_name().to_string_lossy().into_owned(), bytes));
+    }
+    written.sort();
+    let done = Done { plan: plan.id, files: written, kept, seconds: started.elapsed().as_secs_f64(), examples };
     atomic::write_json(&dir.join("done.json"), &done)?;
     Ok(TaskReport { shard, already_done: false, kept, groups, edge_rows, dir })
+}
+
+/// Whether every file a task wrote is still in `dir`, with its size.
+fn files_intact(dir: &Path, files: &[(String, u64)]) -> bool {
+    files.iter().all(|(name, bytes)| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == *bytes))
 }
 
 /// `corpus finish --out DIR`: every task's slices into `kept/`, their examples into
@@ -281,12 +352,19 @@ pub fn run_task(out: &Path, shard: Shard, progress: &dyn Progress) -> Result<Tas
 /// and the report the reduce would have returned.
 pub fn merge(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, RunReport)> {
     let (config, count, _) = parts::load_settings(out)?;
+    if out.join("manifest.json").is_file() && !out.join("kept-parts").exists() {
+        return Err(Error::Config {
+            field: "out".into(),
+            reason: format!("{} is already merged (its manifest.json is written): nothing to do", out.display()),
+        });
+    }
     let plan = read_plan(out, count)?;
     let shards: Vec<Shard> = (0..count).map(|index| Shard { index, count }).collect();
     let mut dones = Vec::new();
     let mut missing = Vec::new();
     for &shard in &shards {
-        match read_done(out, shard).filter(|d| d.plan == plan.id) {
+        let dir = task_dir(out, shard);
+        match read_done(out, shard).filter(|d| d.plan == plan.id && files_intact(&dir, &d.files)) {
             Some(done) => dones.push(done),
             None => missing.push(shard.index.to_string()),
         }
@@ -295,8 +373,8 @@ pub fn merge(out: &Path, progress: &dyn Progress) -> Result<(PipelineConfig, Run
         return Err(Error::Config {
             field: "out".into(),
             reason: format!(
-                "{} of {count} finish tasks are missing or were made for another reduce (shards {}): run `mixforge \
-                 corpus finish --out {} --shard I/{count}` for each",
+                "{} of {count} finish tasks are missing, incomplete or were made for another reduce (shards {}): run \
+                 `mixforge corpus finish --out {} --shard I/{count}` for each",
                 missing.len(),
                 missing.join(", "),
                 out.display()

@@ -57,10 +57,15 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
+    /// The input files (by number) this shard takes of a run over `files` of them.
+    pub(super) fn files(self, files: usize) -> std::ops::Range<u32> {
+        let first = |index: u32| (u64::from(index) * files as u64 / u64::from(self.count)) as u32;
+        first(self.index)..first(self.index + 1)
+    }
+
     /// Whether this shard takes `file` of a run over `files` input files.
     pub(super) fn takes(self, file: &InputFile, files: usize) -> bool {
-        let first = |index: u32| (u64::from(index) * files as u64 / u64::from(self.count)) as u32;
-        (first(self.index)..first(self.index + 1)).contains(&file.file.0)
+        self.files(files).contains(&file.file.0)
     }
 }
 
@@ -79,9 +84,9 @@ struct PartsConfig {
 }
 
 /// An input file as a part read it: the reduce refuses parts whose inputs changed since.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Stamp {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     bytes: u64,
     modified_ns: u128,
 }
@@ -108,23 +113,8 @@ impl Stamp {
 }
 
 /// The stamps of `files`.
-pub(super) fn stamps(files: &[InputFile]) -> Result<Vec<Stamp>> {
-    files.iter().map(|f| Stamp::of(&f.path)).collect()
-}
-
-/// Fails unless the part of `shard` exists and its inputs are unchanged: what a later task over
-/// the same files checks before reading them again.
-pub(super) fn check_inputs(config: &PipelineConfig, settings: &str, shard: Shard, files: &[InputFile]) -> Result<()> {
-    let path = part_path(&config.out.join("parts"), shard);
-    let stale = |reason: String| Error::Corrupt {
-        path: path.clone(),
-        reason: format!("{reason}; rerun part {shard}, the reduce, then this task"),
-    };
-    let head = read_head(&path).ok_or_else(|| stale("missing or unreadable".into()))?;
-    match head.mismatch(shard, settings, config, files)? {
-        Some(reason) => Err(stale(reason)),
-        None => Ok(()),
-    }
+pub(super) fn stamps<'a>(files: impl IntoIterator<Item = &'a InputFile>) -> Result<Vec<Stamp>> {
+    files.into_iter().map(|f| Stamp::of(&f.path)).collect()
 }
 
 /// What a part file starts with (after its length, a little-endian u64): enough to tell whether
@@ -226,13 +216,6 @@ pub fn run_part(config: &PipelineConfig, shard: Shard, progress: &dyn Progress) 
 pub fn reduce(out: &Path, by_shard: bool, progress: &dyn Progress) -> Result<(PipelineConfig, RunReport)> {
     let dir = out.join("parts");
     let (config, count, settings) = load_settings(out)?;
-    if by_shard {
-        // Until the merge writes it, no manifest says this directory is a finished run.
-        let manifest = out.join("manifest.json");
-        if manifest.is_file() {
-            std::fs::remove_file(&manifest).at(&manifest)?;
-        }
-    }
     let run = Run::new(&config, progress)?;
     let missing: Vec<u32> = (0..count).filter(|&i| !part_path(&dir, Shard { index: i, count }).is_file()).collect();
     if !missing.is_empty() {
@@ -261,6 +244,8 @@ pub fn reduce(out: &Path, by_shard: bool, progress: &dyn Progress) -> Result<(Pi
     docs.sort_unstable_by_key(|(record, _)| record.id);
     rejects.sort_by_key(|r| r.file);
     let (records, keys): (Vec<DocRecord>, Vec<Keys>) = docs.into_iter().unzip();
+    // Every part is read: now the outputs of an earlier reduce go.
+    super::finish::clear(out, by_shard)?;
     let mut accounting = run.accounting();
     let rejects_path = out.join("rejects.jsonl");
     let mut file = AtomicFile::create(&rejects_path)?;
@@ -398,7 +383,12 @@ pub fn load_settings(out: &Path) -> Result<(PipelineConfig, u32, String)> {
     if parsed.format_version != PARTS_FORMAT_VERSION {
         return Err(Error::Corrupt {
             path: settings_path,
-            reason: format!("parts format {} (this mixforge reads {PARTS_FORMAT_VERSION})", parsed.format_version),
+            reason: format!(
+                "parts format {} (this mixforge reads {PARTS_FORMAT_VERSION}); use a new --out, or remove {} to start \
+                 over",
+                parsed.format_version,
+                out.join("parts").display()
+            ),
         });
     }
     let mut config = parsed.config;
