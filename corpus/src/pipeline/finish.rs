@@ -241,9 +241,9 @@ pub struct TaskReport {
     pub already_done: bool,
     /// Kept documents it wrote.
     pub kept: u64,
-    /// Row groups it encoded, and rows it left to the merge (row groups shared with a neighbour).
+    /// Row groups it encodes (those wholly in its slices).
     pub groups: usize,
-    /// Rows of shared row groups.
+    /// Rows it leaves to the merge (of row groups it shares with a neighbour).
     pub edge_rows: usize,
     /// Where.
     pub dir: PathBuf,
@@ -277,19 +277,10 @@ pub fn run_task(out: &Path, shard: Shard, progress: &dyn Progress) -> Result<Tas
     config.decontam = None;
     let run = Run::new(&config, progress)?;
     let files: Vec<&InputFile> = run.files.iter().filter(|f| shard.takes(f, run.files.len())).collect();
-    let now = parts::stamps(files.iter().copied())?;
-    if let Some((stamp, _)) = now.iter().zip(&verdicts.inputs).find(|(a, b)| a != b) {
-        return Err(Error::Corrupt {
-            path: stamp.path.clone(),
-            reason: format!("changed since the reduce; rerun part {shard}, the reduce, then this task"),
-        });
-    }
-    if now.len() != verdicts.inputs.len() {
+    if let Some(what) = parts::first_change(&parts::stamps(files.iter().copied())?, &verdicts.inputs) {
         return Err(Error::Corrupt {
             path: path.clone(),
-            reason: format!(
-                "the input files of shard {shard} changed since the reduce; rerun the run from part {shard}"
-            ),
+            reason: format!("{what} since the reduce; rerun part {shard}, the reduce, then this task"),
         });
     }
     let started = Instant::now();

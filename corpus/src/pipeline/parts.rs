@@ -86,7 +86,7 @@ struct PartsConfig {
 /// An input file as a part read it: the reduce refuses parts whose inputs changed since.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Stamp {
-    pub(super) path: PathBuf,
+    path: PathBuf,
     bytes: u64,
     modified_ns: u128,
 }
@@ -110,6 +110,14 @@ impl Stamp {
         let evals = config.decontam.iter().flat_map(|d| &d.evals).map(|p| Stamp::of(p)).collect::<Result<_>>()?;
         Ok((inputs, evals))
     }
+}
+
+/// What differs between two stamp lists of the same files in the same order, if anything.
+pub(super) fn first_change(now: &[Stamp], then: &[Stamp]) -> Option<String> {
+    if let Some((changed, _)) = now.iter().zip(then).find(|(a, b)| a != b) {
+        return Some(format!("{} changed (size or modification time)", changed.path.display()));
+    }
+    (now.len() != then.len()).then(|| format!("the list of files changed ({} then, {} now)", then.len(), now.len()))
 }
 
 /// The stamps of `files`.
@@ -310,21 +318,8 @@ impl Head {
             return Ok(Some(format!("made as shard {} with other settings than parts/config.json", self.shard)));
         }
         let (inputs, evals) = Stamp::now(config, files, shard)?;
-        // Both lists are in file order: compare them pairwise.
-        for (now, then) in [(&inputs, &self.inputs), (&evals, &self.evals)] {
-            if let Some(changed) = now.iter().zip(then.iter()).find(|(a, b)| a != b).map(|(a, _)| a) {
-                return Ok(Some(format!(
-                    "{} changed (size or modification time) since this part was made",
-                    changed.path.display()
-                )));
-            }
-            if now.len() != then.len() {
-                return Ok(Some(format!(
-                    "the input or evaluation files of shard {shard} changed since this part was made"
-                )));
-            }
-        }
-        Ok(None)
+        let changed = first_change(&inputs, &self.inputs).or_else(|| first_change(&evals, &self.evals));
+        Ok(changed.map(|what| format!("{what} since this part was made")))
     }
 }
 
